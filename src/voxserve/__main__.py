@@ -1,0 +1,3 @@
+from voxserve.cli import main
+
+raise SystemExit(main())

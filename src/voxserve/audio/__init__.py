@@ -1,0 +1,1 @@
+"""Audio in and out: decoding uploads, resampling, encoding. No model code here."""

@@ -1,0 +1,73 @@
+"""Settings, read from `VOXSERVE_*` environment variables (and a `.env` file)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_STT_ALIASES = ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe")
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "voxserve"
+
+
+def _split_csv(value: object) -> object:
+    # Env vars arrive as "a,b,c"; JSON lists are accepted too.
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            import json
+
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VOXSERVE_", env_file=".env", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    allow_unauthenticated: bool = False
+    log_level: str = "info"
+
+    cache_dir: Path = Field(default_factory=_default_cache_dir)
+    max_upload_mb: float = 25.0
+
+    # Model registry
+    default_stt_model: str = "whisper-base"
+    stt_aliases: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_STT_ALIASES))
+    # Extra Whisper models: JSON object {"id": "/local/ct2/dir" or "hub/repo-id"}.
+    whisper_models: dict[str, str] = Field(default_factory=dict)
+    model_ttl: float = 300.0
+    preload: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # Whisper runtime
+    device: str = "cpu"
+    compute_type: str = "int8"
+    cpu_threads: int = 0  # 0: every core
+    beam_size: int = 5
+
+    # Admission control for the speech-to-text engine
+    stt_concurrency: int = 2
+    stt_queue: int = 8
+
+    @field_validator("api_keys", "stt_aliases", "preload", mode="before")
+    @classmethod
+    def _csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def effective_cpu_threads(self) -> int:
+        return self.cpu_threads if self.cpu_threads > 0 else (os.cpu_count() or 1)

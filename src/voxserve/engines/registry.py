@@ -1,0 +1,119 @@
+"""One registry for every model: ids and aliases, load on first use, one shared instance per model,
+reference counts, and unloading after an idle TTL."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from voxserve.errors import ModelNotFound, ModelUnavailable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    id: str
+    kind: str  # "stt", later "tts", "chat"
+    loader: Callable[[], Any] = field(compare=False)
+    owned_by: str = "voxserve"
+    created: int = 0
+    info: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass
+class _Entry:
+    spec: ModelSpec
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    instance: Any = None
+    users: int = 0
+    last_used: float = 0.0
+
+
+class ModelRegistry:
+    def __init__(self, ttl: float = 300.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl  # seconds idle before unloading; negative keeps models loaded
+        self._clock = clock
+        self._entries: dict[str, _Entry] = {}
+        self._aliases: dict[str, str] = {}
+        self._guard = threading.Lock()
+
+    def add(self, spec: ModelSpec) -> None:
+        self._entries[spec.id] = _Entry(spec)
+
+    def alias(self, name: str, target: str) -> None:
+        if target not in self._entries:
+            raise KeyError(f"alias {name!r} points to unknown model {target!r}")
+        self._aliases[name] = target
+
+    def resolve(self, name: str, kind: str | None = None, *, param: str | None = "model") -> ModelSpec:
+        entry = self._entries.get(self._aliases.get(name, name))
+        if entry is None or (kind is not None and entry.spec.kind != kind):
+            raise ModelNotFound(name, param=param)
+        return entry.spec
+
+    def listing(self) -> list[tuple[str, ModelSpec]]:
+        """Every id a client may use, aliases included, with the model it names."""
+        rows = [(spec_id, e.spec) for spec_id, e in self._entries.items()]
+        rows += [(alias, self._entries[target].spec) for alias, target in self._aliases.items()]
+        return rows
+
+    def is_loaded(self, model_id: str) -> bool:
+        return self._entries[model_id].instance is not None
+
+    @contextlib.contextmanager
+    def lease(self, spec: ModelSpec) -> Iterator[Any]:
+        """Hold the loaded instance of `spec` for the duration of the block. Blocking: call off the loop."""
+        entry = self._entries[spec.id]
+        with entry.lock:
+            if entry.instance is None:
+                started = time.perf_counter()
+                try:
+                    entry.instance = spec.loader()
+                except Exception as exc:
+                    log.exception("loading model %s failed", spec.id)
+                    raise ModelUnavailable(f"The model `{spec.id}` could not be loaded: {exc}") from exc
+                log.info("loaded model %s in %.2f s", spec.id, time.perf_counter() - started)
+            with self._guard:
+                entry.users += 1
+            instance = entry.instance
+        try:
+            yield instance
+        finally:
+            with self._guard:
+                entry.users -= 1
+                entry.last_used = self._clock()
+
+    def preload(self, model_id: str) -> None:
+        with self.lease(self.resolve(model_id)):
+            pass
+
+    def sweep(self) -> list[str]:
+        """Unload models idle for longer than the TTL; return their ids."""
+        if self.ttl < 0:
+            return []
+        now = self._clock()
+        unloaded = []
+        for entry in self._entries.values():
+            # Skip a model that is loading right now rather than wait for it.
+            if entry.instance is None or not entry.lock.acquire(blocking=False):
+                continue
+            try:
+                with self._guard:
+                    idle = entry.users == 0 and now - entry.last_used >= self.ttl
+                    if idle:
+                        entry.instance = None
+                if idle:
+                    unloaded.append(entry.spec.id)
+            finally:
+                entry.lock.release()
+        if unloaded:
+            gc.collect()
+            log.info("unloaded idle models: %s", ", ".join(unloaded))
+        return unloaded

@@ -1,0 +1,81 @@
+"""Speech to text as the server uses it: resolve a model, admit the request, decode, transcribe."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import BinaryIO
+
+from voxserve.audio.decode import decode_audio
+from voxserve.engines.admission import EngineGate, Slot
+from voxserve.engines.registry import ModelRegistry, ModelSpec
+from voxserve.engines.whisper import TranscribeOptions, TranscriptionRun, WhisperEngine
+from voxserve.transcript import Segment, Transcript
+
+
+class SegmentStream:
+    """Segments decoded one window at a time, each step on the engine's threads.
+
+    Holds its admission slot and model lease until exhausted or closed; closing early (a client
+    that went away) stops decoding after the current window.
+    """
+
+    def __init__(self, run: TranscriptionRun, slot: Slot, lease: contextlib.ExitStack) -> None:
+        self.run = run
+        self._slot = slot
+        self._lease = lease
+
+    @property
+    def transcript(self) -> Transcript:
+        return self.run.transcript
+
+    async def segments(self) -> AsyncIterator[Segment]:
+        try:
+            while (segment := await self._slot.run(self.run.next_segment)) is not None:
+                yield segment
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._lease.close()
+        self._slot.release()
+
+
+class SpeechToText:
+    def __init__(self, registry: ModelRegistry, gate: EngineGate) -> None:
+        self.registry = registry
+        self.gate = gate
+
+    def resolve(self, model: str) -> ModelSpec:
+        return self.registry.resolve(model, kind="stt")
+
+    def _start(
+        self, spec: ModelSpec, source: BinaryIO, options: TranscribeOptions, lease: contextlib.ExitStack
+    ) -> TranscriptionRun:
+        engine: WhisperEngine = lease.enter_context(self.registry.lease(spec))
+        engine.check(options)
+        audio = decode_audio(source)
+        return engine.start(audio, options)
+
+    def _transcribe(self, spec: ModelSpec, source: BinaryIO, options: TranscribeOptions) -> Transcript:
+        with contextlib.ExitStack() as lease:
+            return self._start(spec, source, options, lease).run_to_end()
+
+    async def transcribe(self, spec: ModelSpec, source: BinaryIO, options: TranscribeOptions) -> Transcript:
+        async with self.gate.slot() as slot:
+            return await slot.run(self._transcribe, spec, source, options)
+
+    async def open_stream(
+        self, spec: ModelSpec, source: BinaryIO, options: TranscribeOptions
+    ) -> SegmentStream:
+        """Admit, decode and detect the language now, so every error before the first segment is an
+        ordinary error response rather than a failure inside an event stream."""
+        slot = await self.gate.acquire()
+        lease = contextlib.ExitStack()
+        try:
+            run = await slot.run(self._start, spec, source, options, lease)
+        except BaseException:
+            lease.close()
+            slot.release()
+            raise
+        return SegmentStream(run, slot, lease)

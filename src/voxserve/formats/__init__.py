@@ -1,0 +1,1 @@
+"""Transcript to the response formats of the transcription and translation endpoints."""

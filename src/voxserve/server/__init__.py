@@ -1,0 +1,1 @@
+"""The HTTP layer: translates between the OpenAI wire format and the engines."""

@@ -1,0 +1,67 @@
+"""Building the ASGI app: engines from settings, routes, error mapping, and the outer middleware."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp
+
+from voxserve import __version__
+from voxserve.config import Settings
+from voxserve.engines.admission import EngineGate
+from voxserve.engines.catalog import build_registry
+from voxserve.engines.speech_to_text import SpeechToText
+from voxserve.server.errors import install_error_handlers
+from voxserve.server.middleware import ApiKeyMiddleware, BodyLimitMiddleware, RequestIdMiddleware
+from voxserve.server.routes import health, models, transcriptions
+from voxserve.server.state import AppState
+
+log = logging.getLogger(__name__)
+
+
+async def _sweep_idle_models(state: AppState) -> None:
+    interval = max(1.0, min(30.0, state.settings.model_ttl / 4)) if state.settings.model_ttl >= 0 else None
+    if interval is None:
+        return
+    while True:
+        await asyncio.sleep(interval)
+        await asyncio.to_thread(state.registry.sweep)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    registry = build_registry(settings)
+    gate = EngineGate("speech-to-text", settings.stt_concurrency, settings.stt_queue)
+    state = AppState(settings=settings, registry=registry, stt=SpeechToText(registry, gate))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        for model_id in settings.preload:
+            log.info("preloading %s", model_id)
+            await asyncio.to_thread(registry.preload, model_id)
+        sweeper = asyncio.create_task(_sweep_idle_models(state))
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            gate.shutdown()
+
+    app = FastAPI(title="voxserve", version=__version__, lifespan=lifespan)
+    app.state.vox = state
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(models.router)
+    app.include_router(transcriptions.router)
+    return app
+
+
+def create_asgi(settings: Settings | None = None) -> ASGIApp:
+    settings = settings or Settings()
+    app: ASGIApp = create_app(settings)
+    app = BodyLimitMiddleware(app, settings.max_upload_bytes)
+    app = ApiKeyMiddleware(app, settings.api_keys)
+    return RequestIdMiddleware(app)

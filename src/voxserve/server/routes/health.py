@@ -1,0 +1,17 @@
+"""GET /health: answers from the event loop alone, so it stays fast while engines are busy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from voxserve.server.state import get_state
+
+router = APIRouter()
+
+
+@router.get("/health")
+async def health(request: Request) -> dict[str, Any]:
+    gate = get_state(request).stt.gate
+    return {"status": "ok", "stt": {"active": gate.active, "queued": gate.queued}}

@@ -1,0 +1,23 @@
+"""What the routes share: settings and the engines, built once per app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from voxserve.config import Settings
+from voxserve.engines.registry import ModelRegistry
+from voxserve.engines.speech_to_text import SpeechToText
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    registry: ModelRegistry
+    stt: SpeechToText
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.vox
+    return state
