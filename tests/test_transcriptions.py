@@ -1,0 +1,294 @@
+"""Speech to text through the official openai SDK against a real server and real bundled models."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+from openai import OpenAI
+
+from tests.audio_tools import DATA, encode, silence, speak, wav_bytes, wer, white_noise
+from tests.conftest import Server
+
+SRT_CUE = re.compile(r"^(\d+)\n(\d\d:\d\d:\d\d,\d{3}) --> (\d\d:\d\d:\d\d,\d{3})\n(.+)$")
+VTT_TIME = re.compile(r"^(\d\d:\d\d:\d\d\.\d{3}) --> (\d\d:\d\d:\d\d\.\d{3})$")
+
+
+def _seconds(stamp: str) -> float:
+    h, m, rest = stamp.replace(",", ".").split(":")
+    return int(h) * 3600 + int(m) * 60 + float(rest)
+
+
+@pytest.mark.parametrize("model", ["whisper-base", "whisper-tiny.en"])
+def test_accuracy_wer(client: OpenAI, english: tuple[Path, str], model: str) -> None:
+    path, text = english
+    result = client.audio.transcriptions.create(model=model, file=path)
+    assert wer(text, result.text) <= 0.15, result.text
+
+
+def test_json_has_duration_usage_for_whisper_1(client: OpenAI, short_english: tuple[Path, str]) -> None:
+    path, text = short_english
+    result = client.audio.transcriptions.create(model="whisper-1", file=path)
+    assert wer(text, result.text) <= 0.15
+    assert result.usage is not None and result.usage.type == "duration"
+    assert result.usage.seconds >= 1
+
+
+def test_json_has_token_usage_for_gpt_4o_alias(client: OpenAI, short_english: tuple[Path, str]) -> None:
+    result = client.audio.transcriptions.create(model="gpt-4o-transcribe", file=short_english[0])
+    usage = result.usage
+    assert usage is not None and usage.type == "tokens"
+    assert usage.output_tokens > 0 and usage.input_tokens > 0
+    assert usage.total_tokens == usage.input_tokens + usage.output_tokens
+
+
+def test_text_format(client: OpenAI, short_english: tuple[Path, str]) -> None:
+    path, text = short_english
+    body = client.audio.transcriptions.create(model="whisper-1", file=path, response_format="text")
+    assert isinstance(body, str) and body.endswith("\n")
+    assert wer(text, body) <= 0.15
+
+
+def test_srt_format_parses(client: OpenAI, english: tuple[Path, str]) -> None:
+    path, text = english
+    body = client.audio.transcriptions.create(model="whisper-1", file=path, response_format="srt")
+    cues = [c for c in body.strip().split("\n\n") if c]
+    assert len(cues) >= 2
+    last_end = 0.0
+    words = []
+    for number, cue in enumerate(cues, start=1):
+        match = SRT_CUE.match(cue)
+        assert match, cue
+        assert int(match.group(1)) == number
+        start, end = _seconds(match.group(2)), _seconds(match.group(3))
+        assert last_end - 0.01 <= start < end
+        last_end = end
+        words.append(match.group(4))
+    assert wer(text, " ".join(words)) <= 0.15
+
+
+def test_vtt_format_parses(client: OpenAI, english: tuple[Path, str]) -> None:
+    path, _ = english
+    body = client.audio.transcriptions.create(model="whisper-1", file=path, response_format="vtt")
+    assert body.startswith("WEBVTT\n\n")
+    blocks = [b for b in body[len("WEBVTT\n\n") :].strip().split("\n\n") if b]
+    assert len(blocks) >= 2
+    for block in blocks:
+        timing, cue_text = block.split("\n", 1)
+        match = VTT_TIME.match(timing)
+        assert match, block
+        assert _seconds(match.group(1)) < _seconds(match.group(2))
+        assert cue_text.strip()
+
+
+def test_verbose_json_segments(client: OpenAI, english: tuple[Path, str]) -> None:
+    path, text = english
+    result = client.audio.transcriptions.create(model="whisper-1", file=path, response_format="verbose_json")
+    assert result.language == "english"
+    assert 10 < result.duration < 30
+    assert wer(text, result.text) <= 0.15
+    assert result.segments and result.words is None
+    raw = result.model_dump()
+    assert raw["task"] == "transcribe"
+    for index, segment in enumerate(result.segments):
+        assert segment.id == index
+        assert 0 <= segment.start < segment.end <= result.duration + 0.5
+        assert segment.tokens and all(isinstance(t, int) for t in segment.tokens)
+        assert segment.avg_logprob < 0
+        assert segment.compression_ratio > 0
+        assert 0 <= segment.no_speech_prob <= 1
+        assert segment.temperature == 0.0
+    assert "".join(s.text for s in result.segments).strip() == result.text
+
+
+def test_verbose_json_word_and_segment_granularities(client: OpenAI, english: tuple[Path, str]) -> None:
+    path, text = english
+    words_only = client.audio.transcriptions.create(
+        model="whisper-1", file=path, response_format="verbose_json", timestamp_granularities=["word"]
+    )
+    assert words_only.words and not words_only.segments
+    both = client.audio.transcriptions.create(
+        model="whisper-1", file=path, response_format="verbose_json", timestamp_granularities=["word", "segment"]
+    )
+    assert both.words and both.segments
+    assert len(both.words) >= len(text.split()) - 3
+    previous = 0.0
+    for word in both.words:
+        assert word.word and word.word == word.word.strip()
+        assert previous - 0.01 <= word.start <= word.end
+        previous = word.start
+    assert wer(text, " ".join(w.word for w in both.words)) <= 0.15
+
+
+def test_stream_events(client: OpenAI, server: Server, english: tuple[Path, str]) -> None:
+    path, _ = english
+    plain = client.audio.transcriptions.create(model="gpt-4o-transcribe", file=path).text
+    events = list(client.audio.transcriptions.create(model="gpt-4o-transcribe", file=path, stream=True))
+    types = [e.type for e in events]
+    assert types[0] == "transcript.text.delta"
+    assert types[-1] == "transcript.text.done"
+    assert types.count("transcript.text.done") == 1
+    deltas = [e for e in events if e.type == "transcript.text.delta"]
+    assert len(deltas) >= 2  # one per segment: five sentences are more than one segment
+    done = events[-1]
+    assert "".join(d.delta for d in deltas) == done.text
+    assert done.text == plain
+    assert done.usage is not None and done.usage.type == "tokens" and done.usage.output_tokens > 0
+
+
+def test_stream_for_whisper_1_too(client: OpenAI, short_english: tuple[Path, str]) -> None:
+    events = list(client.audio.transcriptions.create(model="whisper-1", file=short_english[0], stream=True))
+    assert events[0].type == "transcript.text.delta" and events[-1].type == "transcript.text.done"
+
+
+def test_stream_sends_segments_before_the_end(server: Server, audio_dir: Path) -> None:
+    """Whisper decodes 30 s windows; on longer audio each window's segments leave as soon as that
+    window is decoded, so the first delta arrives well before the done event."""
+    import time
+
+    import numpy as np
+
+    from tests.audio_tools import SENTENCES
+
+    samples, rate = speak(" ".join(SENTENCES * 3))
+    long_audio = np.concatenate([samples, silence(1.0, rate), samples])
+    assert len(long_audio) / rate > 45
+    arrivals: list[tuple[float, str]] = []
+    with httpx.stream(
+        "POST",
+        f"{server.base_url}/v1/audio/transcriptions",
+        files={"file": ("long.wav", wav_bytes(long_audio, rate))},
+        data={"model": "whisper-tiny.en", "stream": "true"},
+        timeout=120,
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                arrivals.append((time.monotonic(), json.loads(line[6:])["type"]))
+    first = arrivals[0][0]
+    last = arrivals[-1][0]
+    assert arrivals[-1][1] == "transcript.text.done"
+    assert last - first > 0.2, "all events arrived together: the stream was buffered"
+
+
+def test_logprobs_on_json_and_stream(client: OpenAI, short_english: tuple[Path, str]) -> None:
+    path, _ = short_english
+    result = client.audio.transcriptions.create(model="gpt-4o-transcribe", file=path, include=["logprobs"])
+    assert result.logprobs
+    for lp in result.logprobs:
+        assert lp.logprob is not None and lp.logprob <= 0
+        assert lp.bytes == list((lp.token or "").encode())
+    events = list(
+        client.audio.transcriptions.create(
+            model="gpt-4o-transcribe", file=path, include=["logprobs"], stream=True
+        )
+    )
+    deltas = [e for e in events if e.type == "transcript.text.delta"]
+    assert all(d.logprobs for d in deltas)
+    assert all(lp.logprob <= 0 for d in deltas for lp in d.logprobs or [])
+    assert events[-1].logprobs and len(events[-1].logprobs) == sum(len(d.logprobs or []) for d in deltas)
+
+
+def test_prompt_and_temperature_accepted(client: OpenAI, short_english: tuple[Path, str]) -> None:
+    path, text = short_english
+    result = client.audio.transcriptions.create(
+        model="whisper-1", file=path, prompt="A pangram about a fox.", temperature=0.2, language="en"
+    )
+    assert wer(text, result.text) <= 0.2
+
+
+@pytest.mark.parametrize(
+    ("name", "container", "codec", "rate", "channels"),
+    [
+        ("a.flac", "flac", "flac", 44100, 1),
+        ("a.m4a", "ipod", "aac", 44100, 2),
+        ("a.mp3", "mp3", "libmp3lame", 44100, 2),
+        ("a.mp4", "mp4", "aac", 48000, 1),
+        ("a.mpeg", "mp3", "libmp3lame", 22050, 1),
+        ("a.mpga", "mp3", "libmp3lame", 16000, 1),
+        ("a.oga", "ogg", "libopus", 24000, 1),
+        ("a.ogg", "ogg", "libopus", 48000, 2),
+        ("a.wav", "wav", "pcm_s16le", 8000, 2),
+        ("a.webm", "webm", "libopus", 48000, 1),
+    ],
+)
+def test_every_input_container(
+    client: OpenAI, name: str, container: str, codec: str, rate: int, channels: int
+) -> None:
+    text = "Please call me back when you get home tonight."
+    samples, voice_rate = speak(text)
+    data = encode(samples, voice_rate, container, codec, out_rate=rate, channels=channels)
+    result = client.audio.transcriptions.create(model="whisper-tiny.en", file=(name, data))
+    assert wer(text, result.text) <= 0.2, (name, result.text)
+
+
+def test_container_is_sniffed_not_taken_from_name(client: OpenAI) -> None:
+    text = "The library opens at nine in the morning."
+    samples, rate = speak(text)
+    mp3 = encode(samples, rate, "mp3", "libmp3lame")
+    result = client.audio.transcriptions.create(model="whisper-tiny.en", file=("recording.wav", mp3))
+    assert wer(text, result.text) <= 0.2
+    # Raw bytes: the SDK sends them named "upload", with no extension at all.
+    assert wer(text, client.audio.transcriptions.create(model="whisper-tiny.en", file=mp3).text) <= 0.2
+
+
+@pytest.mark.parametrize("model", ["whisper-base", "whisper-tiny.en"])
+def test_silence_and_noise_give_empty_text(client: OpenAI, model: str) -> None:
+    for samples in (silence(30), white_noise(30)):
+        result = client.audio.transcriptions.create(model=model, file=("quiet.wav", wav_bytes(samples, 16000)))
+        assert result.text == ""
+        events = list(
+            client.audio.transcriptions.create(
+                model=model, file=("quiet.wav", wav_bytes(samples, 16000)), stream=True
+            )
+        )
+        assert events[-1].type == "transcript.text.done" and events[-1].text == ""
+
+
+def test_server_vad_chunking_strategy(client: OpenAI, english: tuple[Path, str]) -> None:
+    path, text = english
+    for strategy in ("auto", {"type": "server_vad", "threshold": 0.4, "silence_duration_ms": 300}):
+        result = client.audio.transcriptions.create(model="whisper-1", file=path, chunking_strategy=strategy)
+        assert wer(text, result.text) <= 0.15
+
+
+def test_german_language_detection_and_translation(client: OpenAI) -> None:
+    path = DATA / "german.flac"
+    verbose = client.audio.transcriptions.create(model="whisper-base", file=path, response_format="verbose_json")
+    assert verbose.language == "german"
+    assert "deutschland" in verbose.text.lower()
+    translated = client.audio.translations.create(model="whisper-1", file=path)
+    lowered = translated.text.lower()
+    assert "germany" in lowered and "morning" in lowered
+    assert "deutschland" not in lowered
+
+
+def test_translation_formats(client: OpenAI) -> None:
+    path = DATA / "german.flac"
+    verbose = client.audio.translations.create(model="whisper-1", file=path, response_format="verbose_json")
+    assert verbose.language == "english" and verbose.segments
+    assert verbose.model_dump()["task"] == "translate"
+    text = client.audio.translations.create(model="whisper-1", file=path, response_format="text")
+    assert isinstance(text, str) and "germany" in text.lower()
+    srt = client.audio.translations.create(model="whisper-1", file=path, response_format="srt")
+    assert SRT_CUE.match(srt.strip().split("\n\n")[0])
+    vtt = client.audio.translations.create(model="whisper-1", file=path, response_format="vtt")
+    assert vtt.startswith("WEBVTT")
+
+
+def test_forced_language(client: OpenAI) -> None:
+    verbose = client.audio.transcriptions.create(
+        model="whisper-base", file=DATA / "german.flac", language="de", response_format="verbose_json"
+    )
+    assert verbose.language == "german"
+
+
+def test_models_endpoints(client: OpenAI) -> None:
+    ids = {m.id for m in client.models.list()}
+    assert {"whisper-base", "whisper-tiny.en", "whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe"} <= ids
+    model = client.models.retrieve("whisper-1")
+    assert model.id == "whisper-1" and model.object == "model"
