@@ -28,6 +28,7 @@ serve: install
 	$(VENV)/bin/voxserve serve --host $(HOST) --port $(PORT)
 
 test: install-test
+	$(VENV)/bin/ruff check src tests benchmarks
 	$(PY) -m pytest
 
 lint: install-test

@@ -48,15 +48,20 @@ def wav_bytes(samples: np.ndarray, rate: int, channels: int = 1) -> bytes:
     return buffer.getvalue()
 
 
-def encode(samples: np.ndarray, rate: int, container: str, codec: str, out_rate: int | None = None,
-           channels: int = 1) -> bytes:
+def encode(
+    samples: np.ndarray, rate: int, container: str, codec: str, out_rate: int | None = None, channels: int = 1
+) -> bytes:
     """Encode mono float samples with PyAV into `container` with `codec` (resampled as the codec needs)."""
     buffer = io.BytesIO()
     layout = "mono" if channels == 1 else "stereo"
     with av.open(buffer, "w", format=container) as out:
         stream = out.add_stream(codec, rate=out_rate or rate, layout=layout)
-        resampler = av.AudioResampler(format=stream.codec_context.format, layout=layout, rate=out_rate or rate)
-        frame = av.AudioFrame.from_ndarray(samples.astype(np.float32).reshape(1, -1), format="flt", layout="mono")
+        resampler = av.AudioResampler(
+            format=stream.codec_context.format, layout=layout, rate=out_rate or rate
+        )
+        frame = av.AudioFrame.from_ndarray(
+            samples.astype(np.float32).reshape(1, -1), format="flt", layout="mono"
+        )
         frame.sample_rate = rate
         for resampled in [*resampler.resample(frame), *resampler.resample(None)]:
             for packet in stream.encode(resampled):

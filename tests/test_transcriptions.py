@@ -111,7 +111,10 @@ def test_verbose_json_word_and_segment_granularities(client: OpenAI, english: tu
     )
     assert words_only.words and not words_only.segments
     both = client.audio.transcriptions.create(
-        model="whisper-1", file=path, response_format="verbose_json", timestamp_granularities=["word", "segment"]
+        model="whisper-1",
+        file=path,
+        response_format="verbose_json",
+        timestamp_granularities=["word", "segment"],
     )
     assert both.words and both.segments
     assert len(both.words) >= len(text.split()) - 3
@@ -239,7 +242,9 @@ def test_container_is_sniffed_not_taken_from_name(client: OpenAI) -> None:
 @pytest.mark.parametrize("model", ["whisper-base", "whisper-tiny.en"])
 def test_silence_and_noise_give_empty_text(client: OpenAI, model: str) -> None:
     for samples in (silence(30), white_noise(30)):
-        result = client.audio.transcriptions.create(model=model, file=("quiet.wav", wav_bytes(samples, 16000)))
+        result = client.audio.transcriptions.create(
+            model=model, file=("quiet.wav", wav_bytes(samples, 16000))
+        )
         assert result.text == ""
         events = list(
             client.audio.transcriptions.create(
@@ -258,7 +263,9 @@ def test_server_vad_chunking_strategy(client: OpenAI, english: tuple[Path, str])
 
 def test_german_language_detection_and_translation(client: OpenAI) -> None:
     path = DATA / "german.flac"
-    verbose = client.audio.transcriptions.create(model="whisper-base", file=path, response_format="verbose_json")
+    verbose = client.audio.transcriptions.create(
+        model="whisper-base", file=path, response_format="verbose_json"
+    )
     assert verbose.language == "german"
     assert "deutschland" in verbose.text.lower()
     translated = client.audio.translations.create(model="whisper-1", file=path)
@@ -289,6 +296,12 @@ def test_forced_language(client: OpenAI) -> None:
 
 def test_models_endpoints(client: OpenAI) -> None:
     ids = {m.id for m in client.models.list()}
-    assert {"whisper-base", "whisper-tiny.en", "whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe"} <= ids
+    assert {
+        "whisper-base",
+        "whisper-tiny.en",
+        "whisper-1",
+        "gpt-4o-transcribe",
+        "gpt-4o-mini-transcribe",
+    } <= ids
     model = client.models.retrieve("whisper-1")
     assert model.id == "whisper-1" and model.object == "model"

@@ -37,4 +37,4 @@ def to_vtt(segments: Iterable[Segment]) -> str:
         start = format_timestamp(segment.start, ".")
         end = format_timestamp(segment.end, ".")
         cues.append(f"{start} --> {end}\n{_cue_text(segment)}\n")
-    return "WEBVTT\n\n" + "\n".join(cues)
+    return "WEBVTT\n\n" + "\n".join(cues) + ("\n" if cues else "")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from voxserve.engines.whisper import VadSettings
 from voxserve.errors import InvalidRequest
@@ -39,6 +39,29 @@ class TranscriptionRequest(TranslationRequest):
     include: list[Literal["logprobs"]] = Field(default_factory=list)
     stream: bool = False
     chunking_strategy: Literal["auto"] | ServerVad | None = None
+
+    @field_validator("chunking_strategy", mode="before")
+    @classmethod
+    def _strategy(cls, value: object) -> object:
+        # Checked by hand so an error names `chunking_strategy.<field>`, not pydantic's union branch.
+        if value is None or value == "auto" or isinstance(value, ServerVad):
+            return value
+        if isinstance(value, dict):
+            try:
+                return ServerVad.model_validate(value)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"])
+                raise InvalidRequest(
+                    f"Invalid chunking_strategy: {where}: {first['msg']}.",
+                    param=f"chunking_strategy.{where}" if where else "chunking_strategy",
+                    code="invalid_value",
+                ) from exc
+        raise InvalidRequest(
+            "chunking_strategy must be `auto` or an object with type `server_vad`.",
+            param="chunking_strategy",
+            code="invalid_value",
+        )
 
     @model_validator(mode="after")
     def _compatible(self) -> TranscriptionRequest:
