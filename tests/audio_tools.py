@@ -56,12 +56,8 @@ def encode(
     layout = "mono" if channels == 1 else "stereo"
     with av.open(buffer, "w", format=container) as out:
         stream = out.add_stream(codec, rate=out_rate or rate, layout=layout)
-        resampler = av.AudioResampler(
-            format=stream.codec_context.format, layout=layout, rate=out_rate or rate
-        )
-        frame = av.AudioFrame.from_ndarray(
-            samples.astype(np.float32).reshape(1, -1), format="flt", layout="mono"
-        )
+        resampler = av.AudioResampler(format=stream.codec_context.format, layout=layout, rate=out_rate or rate)
+        frame = av.AudioFrame.from_ndarray(samples.astype(np.float32).reshape(1, -1), format="flt", layout="mono")
         frame.sample_rate = rate
         for resampled in [*resampler.resample(frame), *resampler.resample(None)]:
             for packet in stream.encode(resampled):

@@ -68,9 +68,7 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def start_server(
-    tmp_path_factory: pytest.TempPathFactory, model_cache: Path
-) -> Iterator[Callable[..., Server]]:
+def start_server(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[Callable[..., Server]]:
     servers: list[Server] = []
 
     def start(env: dict[str, str] | None = None, args: list[str] | None = None) -> Server:

@@ -32,9 +32,7 @@ def _assert_openai_error(response: httpx.Response, status: int, param: str | Non
     return error
 
 
-def _post(
-    server: Server, data: dict | list, files: dict | None = None, path: str = "transcriptions"
-) -> httpx.Response:
+def _post(server: Server, data: dict | list, files: dict | None = None, path: str = "transcriptions") -> httpx.Response:
     return httpx.post(f"{server.base_url}/v1/audio/{path}", data=data, files=files, timeout=60)
 
 
@@ -231,9 +229,7 @@ def test_health_is_fast_during_two_long_transcriptions(server: Server) -> None:
     data = wav_bytes(samples, rate)
     client = server.client()
     workers = [
-        threading.Thread(
-            target=lambda: client.audio.transcriptions.create(model="whisper-base", file=("a.wav", data))
-        )
+        threading.Thread(target=lambda: client.audio.transcriptions.create(model="whisper-base", file=("a.wav", data)))
         for _ in range(2)
     ]
     for worker in workers:

@@ -186,9 +186,7 @@ def test_logprobs_on_json_and_stream(client: OpenAI, short_english: tuple[Path, 
         assert lp.logprob is not None and lp.logprob <= 0
         assert lp.bytes == list((lp.token or "").encode())
     events = list(
-        client.audio.transcriptions.create(
-            model="gpt-4o-transcribe", file=path, include=["logprobs"], stream=True
-        )
+        client.audio.transcriptions.create(model="gpt-4o-transcribe", file=path, include=["logprobs"], stream=True)
     )
     deltas = [e for e in events if e.type == "transcript.text.delta"]
     assert all(d.logprobs for d in deltas)
@@ -219,9 +217,7 @@ def test_prompt_and_temperature_accepted(client: OpenAI, short_english: tuple[Pa
         ("a.webm", "webm", "libopus", 48000, 1),
     ],
 )
-def test_every_input_container(
-    client: OpenAI, name: str, container: str, codec: str, rate: int, channels: int
-) -> None:
+def test_every_input_container(client: OpenAI, name: str, container: str, codec: str, rate: int, channels: int) -> None:
     text = "Please call me back when you get home tonight."
     samples, voice_rate = speak(text)
     data = encode(samples, voice_rate, container, codec, out_rate=rate, channels=channels)
@@ -242,14 +238,10 @@ def test_container_is_sniffed_not_taken_from_name(client: OpenAI) -> None:
 @pytest.mark.parametrize("model", ["whisper-base", "whisper-tiny.en"])
 def test_silence_and_noise_give_empty_text(client: OpenAI, model: str) -> None:
     for samples in (silence(30), white_noise(30)):
-        result = client.audio.transcriptions.create(
-            model=model, file=("quiet.wav", wav_bytes(samples, 16000))
-        )
+        result = client.audio.transcriptions.create(model=model, file=("quiet.wav", wav_bytes(samples, 16000)))
         assert result.text == ""
         events = list(
-            client.audio.transcriptions.create(
-                model=model, file=("quiet.wav", wav_bytes(samples, 16000)), stream=True
-            )
+            client.audio.transcriptions.create(model=model, file=("quiet.wav", wav_bytes(samples, 16000)), stream=True)
         )
         assert events[-1].type == "transcript.text.done" and events[-1].text == ""
 
@@ -263,9 +255,7 @@ def test_server_vad_chunking_strategy(client: OpenAI, english: tuple[Path, str])
 
 def test_german_language_detection_and_translation(client: OpenAI) -> None:
     path = DATA / "german.flac"
-    verbose = client.audio.transcriptions.create(
-        model="whisper-base", file=path, response_format="verbose_json"
-    )
+    verbose = client.audio.transcriptions.create(model="whisper-base", file=path, response_format="verbose_json")
     assert verbose.language == "german"
     assert "deutschland" in verbose.text.lower()
     translated = client.audio.translations.create(model="whisper-1", file=path)

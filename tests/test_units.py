@@ -187,9 +187,7 @@ def test_real_bundled_weights_are_installed() -> None:
 
 
 def test_validation_errors_name_the_param() -> None:
-    error = invalid_from_validation(
-        [{"type": "literal_error", "loc": ("body", "response_format"), "msg": "bad"}]
-    )
+    error = invalid_from_validation([{"type": "literal_error", "loc": ("body", "response_format"), "msg": "bad"}])
     assert error.param == "response_format" and error.code == "unsupported_value"
     assert status_for(error) == 400
     missing = invalid_from_validation([{"type": "missing", "loc": ("model",), "msg": "Field required"}])

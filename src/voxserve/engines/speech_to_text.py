@@ -65,9 +65,7 @@ class SpeechToText:
         async with self.gate.slot() as slot:
             return await slot.run(self._transcribe, spec, source, options)
 
-    async def open_stream(
-        self, spec: ModelSpec, source: BinaryIO, options: TranscribeOptions
-    ) -> SegmentStream:
+    async def open_stream(self, spec: ModelSpec, source: BinaryIO, options: TranscribeOptions) -> SegmentStream:
         """Admit, decode and detect the language now, so every error before the first segment is an
         ordinary error response rather than a failure inside an event stream."""
         slot = await self.gate.acquire()

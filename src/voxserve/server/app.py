@@ -13,11 +13,12 @@ from starlette.types import ASGIApp
 from voxserve import __version__
 from voxserve.config import Settings
 from voxserve.engines.admission import EngineGate
-from voxserve.engines.catalog import build_registry
+from voxserve.engines.catalog import build_registry, build_voices
 from voxserve.engines.speech_to_text import SpeechToText
+from voxserve.engines.text_to_speech import TextToSpeech
 from voxserve.server.errors import install_error_handlers
 from voxserve.server.middleware import ApiKeyMiddleware, BodyLimitMiddleware, RequestIdMiddleware
-from voxserve.server.routes import health, models, transcriptions
+from voxserve.server.routes import health, models, speech, transcriptions
 from voxserve.server.state import AppState
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,15 @@ async def _sweep_idle_models(state: AppState) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     registry = build_registry(settings)
-    gate = EngineGate("speech-to-text", settings.stt_concurrency, settings.stt_queue)
-    state = AppState(settings=settings, registry=registry, stt=SpeechToText(registry, gate))
+    voices = build_voices(settings, registry)
+    stt_gate = EngineGate("speech-to-text", settings.stt_concurrency, settings.stt_queue)
+    tts_gate = EngineGate("text-to-speech", settings.tts_concurrency, settings.tts_queue)
+    state = AppState(
+        settings=settings,
+        registry=registry,
+        stt=SpeechToText(registry, stt_gate),
+        tts=TextToSpeech(registry, tts_gate, voices),
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -48,7 +56,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             sweeper.cancel()
-            gate.shutdown()
+            stt_gate.shutdown()
+            tts_gate.shutdown()
 
     app = FastAPI(title="voxserve", version=__version__, lifespan=lifespan)
     app.state.vox = state
@@ -56,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(models.router)
     app.include_router(transcriptions.router)
+    app.include_router(speech.router)
     return app
 
 

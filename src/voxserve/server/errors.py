@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -65,8 +66,17 @@ def vox_error_response(exc: VoxError) -> JSONResponse:
     return JSONResponse(vox_error_body(exc), status_code=status_for(exc), headers=headers)
 
 
+# Pydantic puts the union member it tried into `loc` ("str", "VoiceId", "literal['auto']"); the
+# client only wants to know which of its fields was wrong. Our field names are all snake_case.
+_UNION_TAG = re.compile(r"^(str|int|float|bool|dict|list|none|[A-Z]\w*|.*[\[(].*)$")
+
+
 def _loc_to_param(loc: tuple[Any, ...]) -> str | None:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "form")]
+    parts = [
+        str(p)
+        for p in loc
+        if p not in ("body", "query", "path", "form") and not (isinstance(p, str) and _UNION_TAG.match(p))
+    ]
     if not parts:
         return None
     param = parts[0]
@@ -81,9 +91,7 @@ def invalid_from_validation(errors: list[Any]) -> InvalidRequest:
     param = _loc_to_param(tuple(first.get("loc", ())))
     message = str(first.get("msg", "Invalid request"))
     if first.get("type") == "missing":
-        return InvalidRequest(
-            f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter"
-        )
+        return InvalidRequest(f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
     if param:
         got = first.get("input")
         shown = json.dumps(got)[:200] if isinstance(got, str | int | float | bool) else None

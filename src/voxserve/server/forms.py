@@ -18,9 +18,7 @@ from starlette.formparsers import MultiPartException
 from voxserve.errors import InvalidRequest
 
 _SUBKEY = re.compile(r"^([^\[\]]+)\[([^\[\]]*)\]$")
-LIST_FIELDS = frozenset(
-    {"include", "timestamp_granularities", "languages", "keywords", "known_speaker_names"}
-)
+LIST_FIELDS = frozenset({"include", "timestamp_granularities", "languages", "keywords", "known_speaker_names"})
 
 
 @dataclass

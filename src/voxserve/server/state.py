@@ -9,6 +9,7 @@ from fastapi import Request
 from voxserve.config import Settings
 from voxserve.engines.registry import ModelRegistry
 from voxserve.engines.speech_to_text import SpeechToText
+from voxserve.engines.text_to_speech import TextToSpeech
 
 
 @dataclass
@@ -16,6 +17,7 @@ class AppState:
     settings: Settings
     registry: ModelRegistry
     stt: SpeechToText
+    tts: TextToSpeech
 
 
 def get_state(request: Request) -> AppState:

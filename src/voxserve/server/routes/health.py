@@ -13,5 +13,9 @@ router = APIRouter()
 
 @router.get("/health")
 async def health(request: Request) -> dict[str, Any]:
-    gate = get_state(request).stt.gate
-    return {"status": "ok", "stt": {"active": gate.active, "queued": gate.queued}}
+    state = get_state(request)
+    return {
+        "status": "ok",
+        "stt": {"active": state.stt.gate.active, "queued": state.stt.gate.queued},
+        "tts": {"active": state.tts.gate.active, "queued": state.tts.gate.queued},
+    }

@@ -28,9 +28,7 @@ M = TypeVar("M", bound=BaseModel)
 
 def _validate(model: type[M], form: AudioForm) -> M:
     if form.file is None:
-        raise InvalidRequest(
-            "Missing required parameter: 'file'.", param="file", code="missing_required_parameter"
-        )
+        raise InvalidRequest("Missing required parameter: 'file'.", param="file", code="missing_required_parameter")
     try:
         return model.model_validate(form.fields)
     except ValidationError as exc:

@@ -1,0 +1,124 @@
+"""Text to speech as the server uses it: resolve model and voice, admit, synthesize, encode, stream."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from voxserve.audio.encode import AudioEncoder
+from voxserve.engines.admission import EngineGate, Slot
+from voxserve.engines.piper_tts import PiperEngine
+from voxserve.engines.registry import ModelRegistry, ModelSpec
+from voxserve.errors import InvalidRequest
+from voxserve.transcript import audio_tokens
+
+# A clip with no speakable text (only punctuation or emoji) still decodes: 100 ms of silence.
+_EMPTY_CLIP_SECONDS = 0.1
+
+
+@dataclass(frozen=True)
+class VoiceEntry:
+    name: str
+    spec: ModelSpec
+    sample_rate: int
+
+
+class VoiceBook:
+    """Local voices by name, and the table that maps OpenAI's voice names onto them."""
+
+    def __init__(self, voices: dict[str, VoiceEntry], mapping: dict[str, str]) -> None:
+        self.voices = voices
+        self.mapping = mapping
+
+    def resolve(self, name: str) -> VoiceEntry:
+        local = self.mapping.get(name, name)
+        entry = self.voices.get(local)
+        if entry is None:
+            known = sorted(self.mapping) + sorted(self.voices)
+            raise InvalidRequest(
+                f"Unknown voice `{name}`. Available voices: {', '.join(known)}.",
+                param="voice",
+                code="invalid_value",
+            )
+        return entry
+
+
+def input_tokens(text: str) -> int:
+    """Text input in tokens: one per four characters, rounded up (documented in README)."""
+    return math.ceil(len(text) / 4)
+
+
+class SpeechStream:
+    """Encoded audio pieces, one per synthesized sentence, each step run on the engine's threads."""
+
+    def __init__(self, steps: Iterator[bytes], slot: Slot, lease: contextlib.ExitStack, encoder: AudioEncoder) -> None:
+        self._steps = steps
+        self._slot = slot
+        self._lease = lease
+        self.encoder = encoder
+
+    def _next(self) -> bytes | None:
+        return next(self._steps, None)
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            while (chunk := await self._slot.run(self._next)) is not None:
+                if chunk:
+                    yield chunk
+        finally:
+            self.close()
+
+    @property
+    def output_tokens(self) -> int:
+        return audio_tokens(self.encoder.duration)
+
+    def close(self) -> None:
+        self._lease.close()
+        self._slot.release()
+
+
+class TextToSpeech:
+    def __init__(self, registry: ModelRegistry, gate: EngineGate, voices: VoiceBook) -> None:
+        self.registry = registry
+        self.gate = gate
+        self.voices = voices
+
+    def resolve_model(self, model: str) -> ModelSpec:
+        return self.registry.resolve(model, kind="tts")
+
+    @staticmethod
+    def _steps(engine: PiperEngine, text: str, speed: float, encoder: AudioEncoder) -> Iterator[bytes]:
+        spoken = False
+        for sentence in engine.sentences(text, speed):
+            spoken = True
+            yield encoder.write(sentence)
+        if not spoken:
+            yield encoder.write(np.zeros(int(engine.sample_rate * _EMPTY_CLIP_SECONDS), dtype=np.float32))
+        yield encoder.close()
+
+    async def open_stream(self, voice: VoiceEntry, text: str, speed: float, fmt: str) -> SpeechStream:
+        """Admit now (a full queue is an ordinary 429), then synthesize lazily as the client reads."""
+        slot = await self.gate.acquire()
+        lease = contextlib.ExitStack()
+        try:
+            engine: PiperEngine = await slot.run(lease.enter_context, self.registry.lease(voice.spec))
+            encoder = AudioEncoder(fmt, engine.sample_rate)
+        except BaseException:
+            lease.close()
+            slot.release()
+            raise
+        return SpeechStream(self._steps(engine, text, speed, encoder), slot, lease, encoder)
+
+    async def synthesize(self, voice: VoiceEntry, text: str, speed: float, fmt: str) -> bytes:
+        """The whole clip at once (wav and flac then carry their true length)."""
+        async with self.gate.slot() as slot:
+            return await slot.run(self._synthesize, voice, text, speed, fmt)
+
+    def _synthesize(self, voice: VoiceEntry, text: str, speed: float, fmt: str) -> bytes:
+        with self.registry.lease(voice.spec) as engine:
+            encoder = AudioEncoder(fmt, engine.sample_rate, seekable=True)
+            return b"".join(self._steps(engine, text, speed, encoder))
