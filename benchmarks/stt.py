@@ -172,9 +172,7 @@ def bench_model(model: str, runs: int, settings: Settings, clip: Path, seconds: 
         single, server_text = timed(lambda: request(single_client), runs)
 
         print(f"[{model}] server, {CONCURRENT} concurrent ...", flush=True)
-        clients = [
-            OpenAI(base_url=url, api_key=api_key, max_retries=0, timeout=600) for _ in range(CONCURRENT)
-        ]
+        clients = [OpenAI(base_url=url, api_key=api_key, max_retries=0, timeout=600) for _ in range(CONCURRENT)]
 
         def latency(client: OpenAI) -> float:
             start = time.perf_counter()

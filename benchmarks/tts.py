@@ -29,7 +29,9 @@ import httpx
 from voxserve.audio.encode import OUTPUT_FORMATS, OUTPUT_RATE, AudioEncoder
 from voxserve.bundled import piper_voice_dir
 from voxserve.config import Settings
+from voxserve.engines.catalog import build_voices
 from voxserve.engines.piper_tts import PiperEngine, VoiceFiles, find_voices
+from voxserve.engines.registry import ModelRegistry
 from voxserve.engines.text_to_speech import TextToSpeech
 
 MODEL, VOICE = "tts-1", "alloy"
@@ -99,7 +101,8 @@ def server_once(client: httpx.Client, text: str, fmt: str) -> Sample:
 
 
 def bench_direct(files: VoiceFiles, matrix: list[tuple[str, str]], runs: int) -> dict[Cell, list[Sample]]:
-    engine = PiperEngine.load(files)  # the catalog's own loader call, as the server's registry makes it
+    # The registry's own loader, so onnxruntime runs with exactly the server's session options.
+    engine = build_voices(Settings(), ModelRegistry()).voices[files.name].spec.loader()
     return {(f, n): measure(lambda f=f, n=n: direct_once(engine, INPUTS[n], f), runs) for f, n in matrix}
 
 

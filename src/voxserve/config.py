@@ -72,6 +72,7 @@ class Settings(BaseSettings):
     # OpenAI voice name -> local voice; names left out map to `default_voice`.
     voice_map: dict[str, str] = Field(default_factory=dict)
     default_voice: str = BUNDLED_VOICE
+    tts_threads: int = 0  # onnxruntime threads per synthesis; 0: every core
     tts_concurrency: int = 2
     tts_queue: int = 8
 

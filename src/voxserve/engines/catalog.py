@@ -42,8 +42,11 @@ def build_registry(settings: Settings) -> ModelRegistry:
     return registry
 
 
-def _voice_spec(files: VoiceFiles) -> ModelSpec:
-    return ModelSpec(id=f"voice:{files.name}", kind="voice", loader=lambda: PiperEngine.load(files), created=_CREATED)
+def _voice_spec(settings: Settings, files: VoiceFiles) -> ModelSpec:
+    def load() -> PiperEngine:
+        return PiperEngine.load(files, threads=settings.tts_threads)
+
+    return ModelSpec(id=f"voice:{files.name}", kind="voice", loader=load, created=_CREATED)
 
 
 def build_voices(settings: Settings, registry: ModelRegistry) -> VoiceBook:
@@ -53,7 +56,7 @@ def build_voices(settings: Settings, registry: ModelRegistry) -> VoiceBook:
         found.update({v.name: v for v in find_voices(settings.voices_dir)})
     entries = {}
     for name, files in found.items():
-        spec = _voice_spec(files)
+        spec = _voice_spec(settings, files)
         registry.add(spec)
         entries[name] = VoiceEntry(name, spec, files.sample_rate)
     mapping = {voice: settings.voice_map.get(voice, settings.default_voice) for voice in OPENAI_VOICES}

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnxruntime
 from piper import PiperVoice
+from piper.config import PiperConfig
 
 from voxserve.audio.tempo import change_tempo
 
@@ -42,8 +44,19 @@ class PiperEngine:
         self.sample_rate = int(voice.config.sample_rate)
 
     @classmethod
-    def load(cls, files: VoiceFiles) -> PiperEngine:
-        return cls(PiperVoice.load(files.model, files.config), files.name)
+    def load(cls, files: VoiceFiles, threads: int = 0) -> PiperEngine:
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads  # 0: onnxruntime's choice, every physical core
+        options.inter_op_num_threads = 1
+        # Spinning worker threads starve everything else on a small machine: the event loop, a second
+        # synthesis, the client. Measured here: two concurrent syntheses went from 0.81x the throughput
+        # of one to 1.07x, for 10% on a lone synthesis.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        session = onnxruntime.InferenceSession(
+            str(files.model), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        config = PiperConfig.from_dict(json.loads(files.config.read_text(encoding="utf-8")))
+        return cls(PiperVoice(session=session, config=config), files.name)
 
     def sentences(self, text: str, speed: float = 1.0) -> Iterator[np.ndarray]:
         """Float32 mono audio at `sample_rate`, one array per sentence, each as soon as it is spoken.
