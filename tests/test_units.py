@@ -195,3 +195,48 @@ def test_validation_errors_name_the_param() -> None:
     nested = invalid_from_validation([{"type": "x", "loc": ("messages", 0, "content"), "msg": "bad"}])
     assert nested.param == "messages[0].content"
     assert status_for(ModelNotFound("x")) == 404 and status_for(Overloaded("e", 1)) == 429
+
+
+def test_split_sentences_waits_for_the_end() -> None:
+    from voxserve.engines.voice_chat import split_sentences
+
+    assert split_sentences("Hello there. How are") == (["Hello there."], "How are")
+    assert split_sentences("Wait... what?! Yes") == (["Wait...", "what?!"], "Yes")
+    assert split_sentences('He said "stop." Then') == (['He said "stop."'], "Then")
+    assert split_sentences("3.14 is pi") == ([], "3.14 is pi")
+
+
+def test_spoken_answers_expire_and_are_bounded() -> None:
+    from voxserve.engines.spoken_answers import SpokenAnswers
+
+    clock = _Clock()
+    answers = SpokenAnswers(ttl=60, max_entries=2, clock=clock)
+    first = answers.remember("audio_1", "one")
+    assert first.expires_at == 1060 and answers.get("audio_1") == first
+    answers.remember("audio_2", "two")
+    answers.remember("audio_3", "three")
+    assert answers.get("audio_1") is None and len(answers) == 2  # oldest dropped at the bound
+    clock.now += 61
+    assert answers.get("audio_3") is None and len(answers) == 0
+
+
+def test_audio_usage_rule() -> None:
+    from voxserve.server.chat_audio import add_audio_usage
+
+    usage = add_audio_usage({"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25}, 3.01, 2.0)
+    assert usage is not None
+    assert usage["prompt_tokens_details"] == {"cached_tokens": 0, "audio_tokens": 31, "text_tokens": 20}
+    assert usage["completion_tokens_details"]["audio_tokens"] == 20
+    assert usage["prompt_tokens"] == 51 and usage["completion_tokens"] == 25 and usage["total_tokens"] == 76
+
+
+def test_llama_arguments() -> None:
+    from voxserve.engines.llama_chat import llama_arguments
+    from voxserve.errors import InvalidRequest
+
+    args = llama_arguments({"temperature": 0, "max_completion_tokens": 9, "stop": ["x"], "user": "u"})
+    assert args == {"temperature": 0, "max_tokens": 9, "stop": ["x"]}
+    with pytest.raises(InvalidRequest):
+        llama_arguments({"tools": [{"type": "function"}]})
+    with pytest.raises(InvalidRequest):
+        llama_arguments({"n": 2})

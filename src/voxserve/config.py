@@ -16,6 +16,9 @@ OPENAI_VOICES = (
     "onyx", "sage", "shimmer", "verse", "marin", "cedar",
 )  # fmt: skip
 BUNDLED_VOICE = "en_US-joe-medium"
+DEFAULT_CHAT_ALIASES = (
+    "gpt-4o-audio-preview", "gpt-4o-mini-audio-preview", "gpt-audio", "gpt-audio-mini", "gpt-4o", "gpt-4o-mini",
+)  # fmt: skip
 
 
 def _default_cache_dir() -> Path:
@@ -76,7 +79,23 @@ class Settings(BaseSettings):
     tts_concurrency: int = 2
     tts_queue: int = 8
 
-    @field_validator("api_keys", "stt_aliases", "tts_aliases", "preload", mode="before")
+    # Chat: the embedded GGUF model, or an upstream OpenAI-compatible server
+    default_chat_model: str = "smollm2-135m"
+    chat_aliases: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_CHAT_ALIASES))
+    gguf_models: dict[str, str] = Field(default_factory=dict)  # more local GGUF chat models: id -> path
+    chat_threads: int = 0  # llama.cpp threads; 0: every core
+    chat_context: int = 4096
+    chat_queue: int = 8
+    chat_upstream_url: str | None = None  # e.g. http://localhost:11434/v1 (Ollama)
+    chat_upstream_api_key: str | None = None
+    chat_upstream_model: str | None = None  # upstream model used for every request, unless mapped
+    chat_upstream_model_map: dict[str, str] = Field(default_factory=dict)
+    chat_upstream_timeout: float = 120.0
+    chat_upstream_connect_timeout: float = 5.0
+    audio_answer_ttl: int = 3600  # seconds a spoken answer's id can be referred to
+    audio_answer_max: int = 10_000
+
+    @field_validator("api_keys", "stt_aliases", "tts_aliases", "chat_aliases", "preload", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)

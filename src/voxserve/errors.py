@@ -55,3 +55,19 @@ class ModelUnavailable(VoxError):
     """A configured model could not be loaded (HTTP 503): a server-side problem, not the client's."""
 
     error_type = "server_error"
+
+
+class UpstreamError(VoxError):
+    """The upstream server answered with an error: its status and message are passed on."""
+
+    def __init__(self, status: int, message: str, type_: str | None, param: str | None, code: str | None) -> None:
+        super().__init__(message, param=param, code=code)
+        self.status = status
+        if type_:
+            self.error_type = type_
+
+
+class UpstreamUnavailable(VoxError):
+    """The upstream server could not be reached or did not answer in time (HTTP 502)."""
+
+    error_type = "server_error"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from voxserve import bundled
 from voxserve.config import OPENAI_VOICES, Settings
+from voxserve.engines.llama_chat import LlamaEngine
 from voxserve.engines.piper_tts import PiperEngine, VoiceFiles, find_voices
 from voxserve.engines.registry import ModelRegistry, ModelSpec
 from voxserve.engines.text_to_speech import VoiceBook, VoiceEntry
@@ -69,3 +70,19 @@ def build_voices(settings: Settings, registry: ModelRegistry) -> VoiceBook:
     for alias in settings.tts_aliases:
         registry.alias(alias, settings.default_tts_model)
     return VoiceBook(entries, mapping)
+
+
+def add_chat_models(settings: Settings, registry: ModelRegistry) -> None:
+    """The bundled SmolLM2 chat model, any configured GGUF files, and OpenAI's audio-chat names."""
+    sources: dict[str, Callable[[], Path | str]] = {"smollm2-135m": bundled.smollm2_gguf_path}
+    sources.update({model_id: (lambda path=path: path) for model_id, path in settings.gguf_models.items()})
+    for model_id, locate in sources.items():
+
+        def load(model_id: str = model_id, locate: Callable[[], Path | str] = locate) -> LlamaEngine:
+            return LlamaEngine.load(
+                model_id, str(locate()), threads=settings.chat_threads, context=settings.chat_context
+            )
+
+        registry.add(ModelSpec(id=model_id, kind="chat", loader=load, created=_CREATED))
+    for alias in settings.chat_aliases:
+        registry.alias(alias, settings.default_chat_model)

@@ -113,12 +113,12 @@ class TextToSpeech:
             raise
         return SpeechStream(self._steps(engine, text, speed, encoder), slot, lease, encoder)
 
-    async def synthesize(self, voice: VoiceEntry, text: str, speed: float, fmt: str) -> bytes:
-        """The whole clip at once (wav and flac then carry their true length)."""
+    async def synthesize(self, voice: VoiceEntry, text: str, speed: float, fmt: str) -> tuple[bytes, float]:
+        """The whole clip at once (wav and flac then carry their true length), and its seconds."""
         async with self.gate.slot() as slot:
             return await slot.run(self._synthesize, voice, text, speed, fmt)
 
-    def _synthesize(self, voice: VoiceEntry, text: str, speed: float, fmt: str) -> bytes:
+    def _synthesize(self, voice: VoiceEntry, text: str, speed: float, fmt: str) -> tuple[bytes, float]:
         with self.registry.lease(voice.spec) as engine:
             encoder = AudioEncoder(fmt, engine.sample_rate, seekable=True)
-            return b"".join(self._steps(engine, text, speed, encoder))
+            return b"".join(self._steps(engine, text, speed, encoder)), encoder.duration

@@ -13,11 +13,16 @@ from starlette.types import ASGIApp
 from voxserve import __version__
 from voxserve.config import Settings
 from voxserve.engines.admission import EngineGate
-from voxserve.engines.catalog import build_registry, build_voices
+from voxserve.engines.catalog import add_chat_models, build_registry, build_voices
+from voxserve.engines.llama_chat import EmbeddedChat
 from voxserve.engines.speech_to_text import SpeechToText
+from voxserve.engines.spoken_answers import SpokenAnswers
 from voxserve.engines.text_to_speech import TextToSpeech
+from voxserve.engines.upstream_chat import UpstreamChat
+from voxserve.engines.voice_chat import VoiceChat
 from voxserve.server.errors import install_error_handlers
 from voxserve.server.middleware import ApiKeyMiddleware, BodyLimitMiddleware, RequestIdMiddleware
+from voxserve.server.routes import chat as chat_routes
 from voxserve.server.routes import health, models, speech, transcriptions
 from voxserve.server.state import AppState
 
@@ -39,11 +44,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     voices = build_voices(settings, registry)
     stt_gate = EngineGate("speech-to-text", settings.stt_concurrency, settings.stt_queue)
     tts_gate = EngineGate("text-to-speech", settings.tts_concurrency, settings.tts_queue)
+    # llama.cpp contexts are not thread-safe: one generation at a time, the rest queue.
+    chat_gate = EngineGate("chat", 1, settings.chat_queue)
+    add_chat_models(settings, registry)
+    chat: EmbeddedChat | UpstreamChat
+    if settings.chat_upstream_url:
+        chat = UpstreamChat(
+            settings.chat_upstream_url,
+            api_key=settings.chat_upstream_api_key,
+            model_map=settings.chat_upstream_model_map,
+            default_model=settings.chat_upstream_model,
+            timeout=settings.chat_upstream_timeout,
+            connect_timeout=settings.chat_upstream_connect_timeout,
+        )
+    else:
+        chat = EmbeddedChat(registry, chat_gate)
+    stt = SpeechToText(registry, stt_gate)
+    tts = TextToSpeech(registry, tts_gate, voices)
+    answers = SpokenAnswers(ttl=settings.audio_answer_ttl, max_entries=settings.audio_answer_max)
     state = AppState(
         settings=settings,
         registry=registry,
-        stt=SpeechToText(registry, stt_gate),
-        tts=TextToSpeech(registry, tts_gate, voices),
+        stt=stt,
+        tts=tts,
+        chat=chat,
+        voice_chat=VoiceChat(stt, tts, answers, settings.default_stt_model),
     )
 
     @contextlib.asynccontextmanager
@@ -58,6 +83,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             sweeper.cancel()
             stt_gate.shutdown()
             tts_gate.shutdown()
+            chat_gate.shutdown()
+            if isinstance(chat, UpstreamChat):
+                await chat.close()
 
     app = FastAPI(title="voxserve", version=__version__, lifespan=lifespan)
     app.state.vox = state
@@ -66,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(models.router)
     app.include_router(transcriptions.router)
     app.include_router(speech.router)
+    app.include_router(chat_routes.router)
     return app
 
 

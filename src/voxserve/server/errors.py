@@ -16,7 +16,15 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from voxserve.errors import InvalidRequest, ModelNotFound, ModelUnavailable, Overloaded, VoxError
+from voxserve.errors import (
+    InvalidRequest,
+    ModelNotFound,
+    ModelUnavailable,
+    Overloaded,
+    UpstreamError,
+    UpstreamUnavailable,
+    VoxError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +47,7 @@ _STATUS: list[tuple[type[VoxError], int]] = [
     (ModelNotFound, 404),
     (Overloaded, 429),
     (ModelUnavailable, 503),
+    (UpstreamUnavailable, 502),
     (InvalidRequest, 400),
 ]
 
@@ -52,6 +61,8 @@ def vox_error_body(exc: VoxError) -> dict[str, Any]:
 
 
 def status_for(exc: VoxError) -> int:
+    if isinstance(exc, UpstreamError):
+        return exc.status
     for cls, status in _STATUS:
         if isinstance(exc, cls):
             return status

@@ -7,9 +7,12 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from voxserve.config import Settings
+from voxserve.engines.llama_chat import EmbeddedChat
 from voxserve.engines.registry import ModelRegistry
 from voxserve.engines.speech_to_text import SpeechToText
 from voxserve.engines.text_to_speech import TextToSpeech
+from voxserve.engines.upstream_chat import UpstreamChat
+from voxserve.engines.voice_chat import VoiceChat
 
 
 @dataclass
@@ -18,6 +21,8 @@ class AppState:
     registry: ModelRegistry
     stt: SpeechToText
     tts: TextToSpeech
+    chat: EmbeddedChat | UpstreamChat
+    voice_chat: VoiceChat
 
 
 def get_state(request: Request) -> AppState:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
@@ -16,6 +15,7 @@ from voxserve.audio.encode import OUTPUT_FORMATS
 from voxserve.engines.text_to_speech import SpeechStream, input_tokens
 from voxserve.errors import InvalidRequest
 from voxserve.server.errors import invalid_from_validation
+from voxserve.server.json_body import json_object
 from voxserve.server.sse import sse_response
 from voxserve.server.state import get_state
 
@@ -42,20 +42,6 @@ class SpeechRequest(BaseModel):
     @property
     def voice_name(self) -> str:
         return self.voice.id if isinstance(self.voice, VoiceId) else self.voice
-
-
-async def _json_object(request: Request) -> dict[str, Any]:
-    content_type = request.headers.get("content-type", "")
-    if not content_type.startswith("application/json"):
-        shown = content_type or "none"
-        raise InvalidRequest(f"This endpoint takes a JSON body (got Content-Type `{shown}`).")
-    try:
-        body = json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"The body is not valid JSON: {exc}.") from exc
-    if not isinstance(body, dict):
-        raise InvalidRequest("The body must be a JSON object.")
-    return body
 
 
 def _check_model_features(req: SpeechRequest) -> None:
@@ -88,7 +74,7 @@ async def _sse_events(stream: SpeechStream, text: str) -> AsyncIterator[dict[str
 async def create_speech(request: Request) -> Response:
     state = get_state(request)
     try:
-        req = SpeechRequest.model_validate(await _json_object(request))
+        req = SpeechRequest.model_validate(await json_object(request))
     except ValidationError as exc:
         raise invalid_from_validation(list(exc.errors())) from exc
     if not req.input.strip():
@@ -98,7 +84,7 @@ async def create_speech(request: Request) -> Response:
     voice = state.tts.voices.resolve(req.voice_name)
     media_type = OUTPUT_FORMATS[req.response_format].media_type
     if not req.stream and req.stream_format == "audio":
-        audio = await state.tts.synthesize(voice, req.input, req.speed, req.response_format)
+        audio, _ = await state.tts.synthesize(voice, req.input, req.speed, req.response_format)
         return Response(audio, media_type=media_type)
     stream = await state.tts.open_stream(voice, req.input, req.speed, req.response_format)
     if req.stream_format == "sse":

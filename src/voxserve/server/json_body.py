@@ -1,0 +1,24 @@
+"""Reading a JSON request body: refused with a 400 unless it is a JSON object."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import Request
+
+from voxserve.errors import InvalidRequest
+
+
+async def json_object(request: Request) -> dict[str, Any]:
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("application/json"):
+        shown = content_type or "none"
+        raise InvalidRequest(f"This endpoint takes a JSON body (got Content-Type `{shown}`).")
+    try:
+        body = json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"The body is not valid JSON: {exc}.") from exc
+    if not isinstance(body, dict):
+        raise InvalidRequest("The body must be a JSON object.")
+    return body
