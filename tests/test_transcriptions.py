@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -295,3 +296,33 @@ def test_models_endpoints(client: OpenAI) -> None:
     } <= ids
     model = client.models.retrieve("whisper-1")
     assert model.id == "whisper-1" and model.object == "model"
+
+
+def test_configured_models_aliases_preload_and_idle_unload(
+    start_server: Callable[..., Server], short_english: tuple[Path, str]
+) -> None:
+    """A local CTranslate2 directory as a new model id, aliases pointed elsewhere, preload, and TTL unload."""
+    import time
+
+    from voxserve.bundled import whisper_tiny_en_dir
+
+    server = start_server(
+        {
+            "VOXSERVE_WHISPER_MODELS": json.dumps({"my-local-tiny": str(whisper_tiny_en_dir())}),
+            "VOXSERVE_DEFAULT_STT_MODEL": "my-local-tiny",
+            "VOXSERVE_STT_ALIASES": "whisper-1,my-alias",
+            "VOXSERVE_PRELOAD": "whisper-tiny.en",
+            "VOXSERVE_MODEL_TTL": "1",
+        }
+    )
+    client = server.client()
+    assert client.models.retrieve("my-alias").model_dump()["root"] == "my-local-tiny"
+    assert "whisper-tiny.en" in httpx.get(f"{server.base_url}/health").json()["loaded_models"]
+    path, text = short_english
+    assert wer(text, client.audio.transcriptions.create(model="my-alias", file=path).text) <= 0.2
+    deadline = time.monotonic() + 10
+    while httpx.get(f"{server.base_url}/health").json()["loaded_models"] and time.monotonic() < deadline:
+        time.sleep(0.25)
+    assert httpx.get(f"{server.base_url}/health").json()["loaded_models"] == []
+    # Unloaded is not gone: the next request loads it again.
+    assert wer(text, client.audio.transcriptions.create(model="my-local-tiny", file=path).text) <= 0.2

@@ -67,6 +67,9 @@ class ModelRegistry:
     def is_loaded(self, model_id: str) -> bool:
         return self._entries[model_id].instance is not None
 
+    def loaded_ids(self) -> list[str]:
+        return [model_id for model_id, entry in self._entries.items() if entry.instance is not None]
+
     @contextlib.contextmanager
     def lease(self, spec: ModelSpec) -> Iterator[Any]:
         """Hold the loaded instance of `spec` for the duration of the block. Blocking: call off the loop."""
