@@ -204,6 +204,10 @@ def test_split_sentences_waits_for_the_end() -> None:
     assert split_sentences("Wait... what?! Yes") == (["Wait...", "what?!"], "Yes")
     assert split_sentences('He said "stop." Then') == (['He said "stop."'], "Then")
     assert split_sentences("3.14 is pi") == ([], "3.14 is pi")
+    first = "Dogs are loyal and kind, and they love"
+    assert split_sentences(first, first_clause=True) == (["Dogs are loyal and kind,"], "and they love")
+    assert split_sentences("Yes, they", first_clause=True) == ([], "Yes, they")  # too short to say alone
+    assert split_sentences(first) == ([], first)
 
 
 def test_spoken_answers_expire_and_are_bounded() -> None:

@@ -24,6 +24,10 @@ INPUT_AUDIO_FORMATS = ("wav", "mp3")
 OUTPUT_AUDIO_FORMATS = {"wav": "wav", "mp3": "mp3", "flac": "flac", "opus": "opus", "aac": "aac", "pcm16": "pcm"}
 
 _SENTENCE_END = re.compile(r"[.!?…]+[\"')\]]*\s+|\n\s*\n")
+_CLAUSE_END = re.compile(r"[,;:]\s+")
+# The first spoken piece may end at a clause, so speech starts sooner; a clause this short would
+# sound clipped.
+_MIN_CLAUSE_WORDS = 4
 
 
 def _matches(fmt: str, data: bytes) -> bool:
@@ -39,8 +43,12 @@ class PreparedMessages:
     audio_seconds: float  # of all input_audio parts, for usage
 
 
-def split_sentences(buffer: str) -> tuple[list[str], str]:
-    """Complete sentences at the front of `buffer`, and the unfinished rest."""
+def split_sentences(buffer: str, *, first_clause: bool = False) -> tuple[list[str], str]:
+    """Complete sentences at the front of `buffer`, and the unfinished rest.
+
+    With `first_clause`, a leading clause of a few words counts as complete when no sentence has
+    ended yet: the first audio of a spoken answer then waits for fewer tokens and less synthesis.
+    """
     sentences = []
     start = 0
     for match in _SENTENCE_END.finditer(buffer):
@@ -48,6 +56,11 @@ def split_sentences(buffer: str) -> tuple[list[str], str]:
         if sentence:
             sentences.append(sentence)
         start = match.end()
+    if first_clause and not sentences:
+        for match in _CLAUSE_END.finditer(buffer):
+            clause = buffer[: match.end()].strip()
+            if len(clause.split()) >= _MIN_CLAUSE_WORDS:
+                return [clause], buffer[match.end() :]
     return sentences, buffer[start:]
 
 
@@ -57,16 +70,20 @@ def speakable(text: str) -> str:
 
 
 class VoiceChat:
-    def __init__(self, stt: SpeechToText, tts: TextToSpeech, answers: SpokenAnswers, stt_model: str) -> None:
+    def __init__(
+        self, stt: SpeechToText, tts: TextToSpeech, answers: SpokenAnswers, stt_model: str, stt_beam_size: int = 1
+    ) -> None:
         self.stt = stt
         self.tts = tts
         self.answers = answers
         self.stt_model = stt_model
+        self.stt_beam_size = stt_beam_size
 
     async def _transcribe(self, data: bytes, param: str) -> tuple[str, float]:
         spec = self.stt.resolve(self.stt_model)
         try:
-            transcript = await self.stt.transcribe(spec, io.BytesIO(data), TranscribeOptions())
+            options = TranscribeOptions(beam_size=self.stt_beam_size)
+            transcript = await self.stt.transcribe(spec, io.BytesIO(data), options)
         except InvalidRequest as exc:
             raise InvalidRequest(f"{param}: {exc.message}", param=param, code=exc.code) from exc
         return transcript.text, transcript.duration

@@ -68,7 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         stt=stt,
         tts=tts,
         chat=chat,
-        voice_chat=VoiceChat(stt, tts, answers, settings.default_stt_model),
+        voice_chat=VoiceChat(stt, tts, answers, settings.default_stt_model, settings.chat_stt_beam_size),
     )
 
     @contextlib.asynccontextmanager

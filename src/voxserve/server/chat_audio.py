@@ -90,7 +90,10 @@ async def spoken_stream(
     answer_id = voice_chat.answers.new_id()
     out: asyncio.Queue[Any] = asyncio.Queue()
     sentences: asyncio.Queue[str | None] = asyncio.Queue()
-    state: dict[str, Any] = {"finish": "stop", "usage": None, "text": "", "seconds": 0.0}
+    state: dict[str, Any] = {"finish": "stop", "usage": None, "text": "", "seconds": 0.0, "spoken": False}
+    # Generation pauses while the first piece is spoken: on a small machine the model racing ahead
+    # (it is far faster than speech) only slows that synthesis, and so the first audio.
+    first_audio = asyncio.Event()
 
     async def text_side() -> None:
         buffer = ""
@@ -113,9 +116,12 @@ async def spoken_stream(
                         await out.put(_chunk(template, {"content": None, "audio": audio}))
                         state["text"] += text
                         buffer += text
-                        done, buffer = split_sentences(buffer)
+                        done, buffer = split_sentences(buffer, first_clause=not state["spoken"])
                         for sentence in done:
+                            state["spoken"] = True
                             await sentences.put(sentence)
+                        if done and not first_audio.is_set():
+                            await first_audio.wait()
                     if choice.get("finish_reason"):
                         state["finish"] = choice["finish_reason"]
             if buffer.strip():
@@ -142,11 +148,13 @@ async def spoken_stream(
                         first = False
                     carry = carry[whole:]
                     await out.put(_chunk(template, {"audio": audio}))
+                first_audio.set()
             if carry:
                 await out.put(_chunk(template, {"audio": {"data": base64.b64encode(carry).decode()}}))
         except BaseException as exc:
             await out.put(_Failed(exc))
         finally:
+            first_audio.set()
             await out.put(_AUDIO_DONE)
 
     yield _chunk(template, {"role": "assistant", "refusal": None})
