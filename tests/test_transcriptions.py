@@ -326,3 +326,27 @@ def test_configured_models_aliases_preload_and_idle_unload(
     assert httpx.get(f"{server.base_url}/health").json()["loaded_models"] == []
     # Unloaded is not gone: the next request loads it again.
     assert wer(text, client.audio.transcriptions.create(model="my-local-tiny", file=path).text) <= 0.2
+
+
+def test_language_detection_shares_the_first_encoder_pass(model_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Auto-detected language costs no second encoder pass over the first 30 s window."""
+    from faster_whisper import WhisperModel
+
+    from voxserve.audio.decode import decode_audio
+    from voxserve.bundled import whisper_base_dir
+    from voxserve.engines.whisper import TranscribeOptions, WhisperEngine
+
+    engine = WhisperEngine.load("whisper-base", str(whisper_base_dir(model_cache)), cpu_threads=2)
+    passes = 0
+    real_encode = WhisperModel.encode
+
+    def counting(self: WhisperModel, features: object) -> object:
+        nonlocal passes
+        passes += 1
+        return real_encode(self, features)
+
+    monkeypatch.setattr(WhisperModel, "encode", counting)
+    with (DATA / "german.flac").open("rb") as source:
+        transcript = engine.start(decode_audio(source), TranscribeOptions()).run_to_end()
+    assert transcript.language == "de" and "Deutschland" in transcript.text
+    assert passes == 1

@@ -149,7 +149,7 @@ class _SharedEncodeWhisperModel(WhisperModel):
         return output
 
     def detect_language(self, audio: Any = None, features: Any = None, **kwargs: Any) -> Any:
-        if features is not None and audio is None:
+        if features is not None and audio is None and features.shape[-1] > 1:
             features = features[..., :-1]  # decoding never includes the last, partial frame
         self._detecting.active = True
         try:
