@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import httpx
 import numpy as np
 
-from tts import mark, server  # the sibling benchmark's server runner; importing it loads no model
+from harness import mark, server
 from voxserve.audio.decode import STT_SAMPLE_RATE, decode_audio
 from voxserve.audio.encode import OUTPUT_RATE, AudioEncoder, encode_whole
 from voxserve.config import Settings
@@ -246,7 +246,7 @@ def main() -> int:
     log_path = Path(tempfile.gettempdir()) / f"voxserve-bench-chat-{os.getpid()}.log"
     print(f"server log: {log_path}", flush=True)
     with (
-        server(preload, log_path) as (_, port),
+        server(preload, log_path, timeout=300) as (_, port),
         httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=600) as client,
     ):
         print("server: spoken answer ...", flush=True)

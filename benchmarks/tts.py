@@ -8,17 +8,13 @@ two never compete for the same cores.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import json
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from harness import mark, peak_rss_mib, server
 from voxserve.audio.encode import OUTPUT_FORMATS, OUTPUT_RATE, AudioEncoder
 from voxserve.bundled import piper_voice_dir
 from voxserve.config import Settings
@@ -106,49 +103,6 @@ def bench_direct(files: VoiceFiles, matrix: list[tuple[str, str]], runs: int) ->
     return {(f, n): measure(lambda f=f, n=n: direct_once(engine, INPUTS[n], f), runs) for f, n in matrix}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def server(preload: str, log_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    # Duplicated from stt.py rather than imported: importing it would load faster-whisper into this process.
-    port = free_port()
-    env = os.environ | {"VOXSERVE_PRELOAD": preload, "VOXSERVE_MODEL_TTL": "-1"}
-    # `-m voxserve` rather than the console script, so the pid is the server's Python process for /proc.
-    cmd = [sys.executable, "-m", "voxserve", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError("server did not become healthy in time")
-            time.sleep(0.25)
-        yield proc, port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def summary(samples: list[Sample], audio_s: float) -> dict[str, Any]:
     total = median(samples, "total_s")
     return {
@@ -158,10 +112,6 @@ def summary(samples: list[Sample], audio_s: float) -> dict[str, Any]:
         "bytes": median(samples, "size"),
         "runs": [asdict(s) for s in samples],
     }
-
-
-def mark(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
 
 
 def print_table(cells: list[dict[str, Any]], conc: dict[str, Any], rss: float) -> None:
@@ -210,7 +160,7 @@ def main() -> int:
     # Kept after the run: the server's own log is where a slow or failed request is explained.
     log_path = Path(tempfile.gettempdir()) / f"voxserve-bench-tts-{os.getpid()}.log"
     print(f"server log: {log_path}", flush=True)
-    with server(f"voice:{files.name}", log_path) as (proc, port):
+    with server(f"voice:{files.name}", log_path, timeout=300) as (proc, port):
         base = f"http://127.0.0.1:{port}"
         with httpx.Client(base_url=base, headers=headers, timeout=600) as client:
             print("server, sequential ...", flush=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -84,7 +85,15 @@ class EmbeddedChat:
             lease.close()
             slot.release()
             raise
-        chunks = engine.llama.create_chat_completion(messages=body["messages"], stream=True, **args)
+        try:
+            # Formatting the prompt runs the model's Jinja chat template: on the gate's thread too.
+            chunks = await slot.run(
+                functools.partial(engine.llama.create_chat_completion, messages=body["messages"], stream=True, **args)
+            )
+        except BaseException:
+            lease.close()
+            slot.release()
+            raise
         return self._pump(engine, chunks, slot, lease, include_usage)
 
     async def _pump(

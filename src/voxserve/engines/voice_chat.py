@@ -5,6 +5,7 @@ Works on OpenAI chat messages (plain dicts) so the same code serves every chat b
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import io
@@ -105,7 +106,7 @@ class VoiceChat:
         if not isinstance(raw, str) or not raw:
             raise InvalidRequest("input_audio.data must be base64-encoded audio.", param=f"{where}.input_audio.data")
         try:
-            data = base64.b64decode(raw, validate=True)
+            data = await asyncio.to_thread(base64.b64decode, raw, validate=True)
         except (binascii.Error, ValueError) as exc:
             raise InvalidRequest(
                 "input_audio.data is not valid base64.", param=f"{where}.input_audio.data", code="invalid_value"

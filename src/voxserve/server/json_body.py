@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -15,8 +16,10 @@ async def json_object(request: Request) -> dict[str, Any]:
     if not content_type.startswith("application/json"):
         shown = content_type or "none"
         raise InvalidRequest(f"This endpoint takes a JSON body (got Content-Type `{shown}`).")
+    raw = await request.body()
     try:
-        body = json.loads(await request.body())
+        # A chat body can carry megabytes of base64 audio: parse those off the event loop.
+        body = json.loads(raw) if len(raw) < 256 * 1024 else await asyncio.to_thread(json.loads, raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"The body is not valid JSON: {exc}.") from exc
     if not isinstance(body, dict):
