@@ -81,6 +81,7 @@ def test_unstreamed_wav_and_flac_carry_true_lengths(server: Server, pcm_referenc
     frames = len(pcm_reference) // 2
     body = {"model": "tts-1", "voice": "alloy", "input": SIX, "stream": False}
     wav_bytes = _speech(server, {**body, "response_format": "wav"}).content
+    assert wav_bytes[36:40] == b"data", "the plain 44-byte header that naive readers assume"
     with wave.open(io.BytesIO(wav_bytes)) as reader:
         assert reader.getframerate() == 24000 and reader.getnchannels() == 1 and reader.getsampwidth() == 2
         assert abs(reader.getnframes() - frames) / frames <= 0.05

@@ -78,8 +78,11 @@ class AudioEncoder:
         self._stream: av.audio.stream.AudioStream | None = None
         if self.format.container is not None:
             self._sink = io.BytesIO() if seekable else _Drain()
-            # Ogg holds a page back until it spans 1 s by default; 100 ms pages let opus stream too.
-            options = {"page_duration": "100000"} if self.format.container == "ogg" else {}
+            # bitexact: no encoder-name tag, so a wav header is the plain 44 bytes clients often assume.
+            options = {"fflags": "+bitexact"}
+            if self.format.container == "ogg":
+                # Ogg holds a page back until it spans 1 s by default; 100 ms pages let opus stream too.
+                options["page_duration"] = "100000"
             self._container = av.open(self._sink, mode="w", format=self.format.container, options=options)
             stream = self._container.add_stream(self.format.codec, rate=OUTPUT_RATE, layout="mono")
             if self.format.bit_rate:
