@@ -244,3 +244,17 @@ def test_llama_arguments() -> None:
         llama_arguments({"tools": [{"type": "function"}]})
     with pytest.raises(InvalidRequest):
         llama_arguments({"n": 2})
+
+
+def test_trimmed_window_keeps_audio_and_some_padding() -> None:
+    import numpy as np
+
+    from voxserve.engines.whisper import trimmed_window
+
+    window = np.zeros((80, 3000), np.float32)
+    window[:, :450] = -0.5  # 4.5 s of audio (log-mel is never exactly zero), then padding
+    assert trimmed_window(window).shape == (80, 800)  # 450 + 300 frames, rounded up to 100
+    assert np.array_equal(trimmed_window(window)[:, :450], window[:, :450])
+    full = np.full((80, 3000), -0.5, np.float32)
+    assert trimmed_window(full) is full
+    assert trimmed_window(window[None]).shape == (1, 80, 800)

@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     compute_type: str = "int8"
     cpu_threads: int = 0  # 0: every core
     beam_size: int = 5
+    # Encode only the audio in each Whisper window, not its padding to 30 s (see engines/whisper.py).
+    whisper_trim_padding: bool = True
 
     # Admission control for the speech-to-text engine
     stt_concurrency: int = 2

@@ -26,6 +26,7 @@ def _whisper_spec(settings: Settings, model_id: str, locate: Callable[[], Path |
             compute_type=settings.compute_type,
             cpu_threads=settings.effective_cpu_threads,
             num_workers=settings.stt_concurrency,
+            trim_padding=settings.whisper_trim_padding,
         )
 
     return ModelSpec(id=model_id, kind="stt", loader=load, created=_CREATED)
