@@ -208,6 +208,12 @@ def test_split_sentences_waits_for_the_end() -> None:
     assert split_sentences(first, first_clause=True) == (["Dogs are loyal and kind,"], "and they love")
     assert split_sentences("Yes, they", first_clause=True) == ([], "Yes, they")  # too short to say alone
     assert split_sentences(first) == ([], first)
+    long = "The answer to this question is a classic example of a rhetorical question that"
+    assert split_sentences(long, first_clause=True) == (
+        ["The answer to this question is a classic example of a rhetorical"],
+        " question that",
+    )
+    assert split_sentences("One two three four five six seven eight nine ten eleven twelve", first_clause=True)[0] == []
 
 
 def test_spoken_answers_expire_and_are_bounded() -> None:
