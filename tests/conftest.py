@@ -115,3 +115,16 @@ def short_english(audio_dir: Path) -> tuple[Path, str]:
     path = audio_dir / "short.wav"
     path.write_bytes(wav_bytes(samples, rate))
     return path, text
+
+
+# The spoken question of the chat tests.
+QUESTION = "Why do people like dogs?"
+
+
+@pytest.fixture(scope="session")
+def question_audio(client: OpenAI) -> dict[str, bytes]:
+    """The question spoken by the server's own voice, as wav and mp3."""
+    return {
+        fmt: client.audio.speech.create(model="tts-1", voice="alloy", input=QUESTION, response_format=fmt).content
+        for fmt in ("wav", "mp3")
+    }
