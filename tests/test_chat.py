@@ -6,6 +6,7 @@ import base64
 import io
 import time
 import wave
+from typing import Any
 
 import httpx
 import openai
@@ -209,3 +210,25 @@ def test_audio_that_does_not_match_or_decode(client: OpenAI, question_audio: dic
 def test_unknown_chat_model_is_404(client: OpenAI) -> None:
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="no-such-llm", messages=[{"role": "user", "content": "Hi"}])
+
+
+@pytest.mark.parametrize("spoken", [False, True])
+def test_client_leaving_a_stream_frees_the_model(server: Server, spoken: bool) -> None:
+    body: dict[str, Any] = {
+        "model": "smollm2-135m",
+        "messages": [{"role": "user", "content": "Tell me about the history of the bicycle."}],
+        "max_tokens": 400,
+        "stream": True,
+    }
+    if spoken:
+        body |= {"modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "pcm16"}}
+    with httpx.stream("POST", f"{server.base_url}/v1/chat/completions", json=body, timeout=60) as response:
+        lines = response.iter_lines()
+        for _ in range(6):
+            next(lines)
+        assert httpx.get(f"{server.base_url}/health").json()["chat"]["active"] == 1
+    # 400 tokens take about 4 s here; the generation stops within a few tokens of the disconnect.
+    deadline = time.monotonic() + 1.5
+    while httpx.get(f"{server.base_url}/health").json()["chat"]["active"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert httpx.get(f"{server.base_url}/health").json()["chat"]["active"] == 0

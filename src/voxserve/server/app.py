@@ -68,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         stt=stt,
         tts=tts,
         chat=chat,
+        chat_gate=chat_gate,
         voice_chat=VoiceChat(stt, tts, answers, settings.default_stt_model, settings.chat_stt_beam_size),
     )
 

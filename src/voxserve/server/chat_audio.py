@@ -175,6 +175,7 @@ async def spoken_stream(
         for task in tasks:
             with contextlib.suppress(BaseException):
                 await task
+        await _close(chunks)
     answer = voice_chat.answers.remember(answer_id, state["text"])
     yield _chunk(template, {"audio": {"id": answer_id, "expires_at": answer.expires_at}})
     yield _chunk(template, {}, state["finish"])
@@ -184,10 +185,22 @@ async def spoken_stream(
     yield "[DONE]"
 
 
+async def _close(chunks: AsyncIterator[ChatBody]) -> None:
+    # Closing the backend's stream at once (not whenever it is garbage-collected) frees the embedded
+    # model's slot, or the upstream connection, as soon as the client goes away.
+    aclose = getattr(chunks, "aclose", None)
+    if aclose is not None:
+        with contextlib.suppress(Exception):
+            await aclose()
+
+
 async def text_stream(chunks: AsyncIterator[ChatBody], model: str, seconds_in: float) -> AsyncIterator[ChatBody | str]:
-    async for chunk in chunks:
-        chunk = {**chunk, "model": model}
-        if chunk.get("usage"):
-            chunk["usage"] = add_audio_usage(chunk["usage"], seconds_in, 0.0)
-        yield chunk
+    try:
+        async for chunk in chunks:
+            chunk = {**chunk, "model": model}
+            if chunk.get("usage"):
+                chunk["usage"] = add_audio_usage(chunk["usage"], seconds_in, 0.0)
+            yield chunk
+    finally:
+        await _close(chunks)
     yield "[DONE]"

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from voxserve.config import Settings
+from voxserve.engines.admission import EngineGate
 from voxserve.engines.llama_chat import EmbeddedChat
 from voxserve.engines.registry import ModelRegistry
 from voxserve.engines.speech_to_text import SpeechToText
@@ -22,6 +23,7 @@ class AppState:
     stt: SpeechToText
     tts: TextToSpeech
     chat: EmbeddedChat | UpstreamChat
+    chat_gate: EngineGate
     voice_chat: VoiceChat
 
 

@@ -18,5 +18,6 @@ async def health(request: Request) -> dict[str, Any]:
         "status": "ok",
         "stt": {"active": state.stt.gate.active, "queued": state.stt.gate.queued},
         "tts": {"active": state.tts.gate.active, "queued": state.tts.gate.queued},
+        "chat": {"active": state.chat_gate.active, "queued": state.chat_gate.queued},
         "loaded_models": state.registry.loaded_ids(),
     }
