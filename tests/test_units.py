@@ -264,3 +264,28 @@ def test_trimmed_window_keeps_audio_and_some_padding() -> None:
     full = np.full((80, 3000), -0.5, np.float32)
     assert trimmed_window(full) is full
     assert trimmed_window(window[None]).shape == (1, 80, 800)
+
+
+def test_slot_release_closes_its_leases_and_opening_failures_release() -> None:
+    import contextlib
+
+    async def scenario() -> None:
+        gate = EngineGate("test", concurrency=1, max_queue=0)
+        closed: list[str] = []
+        slot = await gate.acquire()
+        slot.leases.callback(closed.append, "model")
+        slot.release()
+        assert closed == ["model"] and gate.active == 0
+        slot = await gate.acquire()
+        slot.leases.callback(closed.append, "again")
+        with contextlib.suppress(RuntimeError), slot.released_on_error():
+            raise RuntimeError("decode failed")
+        assert closed == ["model", "again"] and gate.active == 0
+        slot = await gate.acquire()
+        with slot.released_on_error():
+            pass
+        assert gate.active == 1  # success: the stream owns the slot now
+        slot.release()
+        gate.shutdown()
+
+    asyncio.run(scenario())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -18,11 +18,16 @@ T = TypeVar("T")
 
 
 class Slot:
-    """A held place on the gate: work submitted through it runs on the gate's threads."""
+    """A held place on the gate: work submitted through it runs on the gate's threads.
+
+    `leases` holds what the work keeps open with it (model leases): released with the slot, so a
+    streamed response that owns a slot frees everything by releasing it once.
+    """
 
     def __init__(self, gate: EngineGate) -> None:
         self._gate = gate
         self._released = False
+        self.leases = contextlib.ExitStack()
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         loop = asyncio.get_running_loop()
@@ -32,7 +37,19 @@ class Slot:
         # Idempotent: a streamed response releases from its generator and from a background task.
         if not self._released:
             self._released = True
-            self._gate._release()
+            try:
+                self.leases.close()
+            finally:
+                self._gate._release()
+
+    @contextlib.contextmanager
+    def released_on_error(self) -> Iterator[Slot]:
+        """For opening a stream: a failure releases the slot; success leaves it to the stream."""
+        try:
+            yield self
+        except BaseException:
+            self.release()
+            raise
 
 
 class EngineGate:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 from collections.abc import AsyncIterator, Iterator
@@ -78,26 +77,16 @@ class EmbeddedChat:
         args = llama_arguments(body)
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         slot = await self.gate.acquire()
-        lease = contextlib.ExitStack()
-        try:
-            engine: LlamaEngine = await slot.run(lease.enter_context, self.registry.lease(spec))
-        except BaseException:
-            lease.close()
-            slot.release()
-            raise
-        try:
+        with slot.released_on_error():
+            engine: LlamaEngine = await slot.run(slot.leases.enter_context, self.registry.lease(spec))
             # Formatting the prompt runs the model's Jinja chat template: on the gate's thread too.
             chunks = await slot.run(
                 functools.partial(engine.llama.create_chat_completion, messages=body["messages"], stream=True, **args)
             )
-        except BaseException:
-            lease.close()
-            slot.release()
-            raise
-        return self._pump(engine, chunks, slot, lease, include_usage)
+        return self._pump(engine, chunks, slot, include_usage)
 
     async def _pump(
-        self, engine: LlamaEngine, chunks: Iterator[ChatBody], slot: Slot, lease: contextlib.ExitStack, usage: bool
+        self, engine: LlamaEngine, chunks: Iterator[ChatBody], slot: Slot, usage: bool
     ) -> AsyncIterator[ChatBody]:
         # Each step generates one token on the gate's thread; the loop stays free between tokens.
         completion_tokens = 0
@@ -125,5 +114,4 @@ class EmbeddedChat:
                     },
                 }
         finally:
-            lease.close()
-            slot.release()
+            slot.release()  # and the model lease with it

@@ -16,14 +16,13 @@ from voxserve.transcript import Segment, Transcript
 class SegmentStream:
     """Segments decoded one window at a time, each step on the engine's threads.
 
-    Holds its admission slot and model lease until exhausted or closed; closing early (a client
-    that went away) stops decoding after the current window.
+    Holds its admission slot (and with it the model lease) until exhausted or closed; closing early
+    (a client that went away) stops decoding after the current window.
     """
 
-    def __init__(self, run: TranscriptionRun, slot: Slot, lease: contextlib.ExitStack) -> None:
+    def __init__(self, run: TranscriptionRun, slot: Slot) -> None:
         self.run = run
         self._slot = slot
-        self._lease = lease
 
     @property
     def transcript(self) -> Transcript:
@@ -37,7 +36,6 @@ class SegmentStream:
             self.close()
 
     def close(self) -> None:
-        self._lease.close()
         self._slot.release()
 
 
@@ -69,11 +67,6 @@ class SpeechToText:
         """Admit, decode and detect the language now, so every error before the first segment is an
         ordinary error response rather than a failure inside an event stream."""
         slot = await self.gate.acquire()
-        lease = contextlib.ExitStack()
-        try:
-            run = await slot.run(self._start, spec, source, options, lease)
-        except BaseException:
-            lease.close()
-            slot.release()
-            raise
-        return SegmentStream(run, slot, lease)
+        with slot.released_on_error():
+            run = await slot.run(self._start, spec, source, options, slot.leases)
+        return SegmentStream(run, slot)

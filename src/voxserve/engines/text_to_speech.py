@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -55,10 +54,9 @@ def input_tokens(text: str) -> int:
 class SpeechStream:
     """Encoded audio pieces, one per synthesized sentence, each step run on the engine's threads."""
 
-    def __init__(self, steps: Iterator[bytes], slot: Slot, lease: contextlib.ExitStack, encoder: AudioEncoder) -> None:
+    def __init__(self, steps: Iterator[bytes], slot: Slot, encoder: AudioEncoder) -> None:
         self._steps = steps
-        self._slot = slot
-        self._lease = lease
+        self._slot = slot  # with the voice's lease
         self.encoder = encoder
 
     def _next(self) -> bytes | None:
@@ -77,7 +75,6 @@ class SpeechStream:
         return audio_tokens(self.encoder.duration)
 
     def close(self) -> None:
-        self._lease.close()
         self._slot.release()
 
 
@@ -103,15 +100,10 @@ class TextToSpeech:
     async def open_stream(self, voice: VoiceEntry, text: str, speed: float, fmt: str) -> SpeechStream:
         """Admit now (a full queue is an ordinary 429), then synthesize lazily as the client reads."""
         slot = await self.gate.acquire()
-        lease = contextlib.ExitStack()
-        try:
-            engine: PiperEngine = await slot.run(lease.enter_context, self.registry.lease(voice.spec))
+        with slot.released_on_error():
+            engine: PiperEngine = await slot.run(slot.leases.enter_context, self.registry.lease(voice.spec))
             encoder = AudioEncoder(fmt, engine.sample_rate)
-        except BaseException:
-            lease.close()
-            slot.release()
-            raise
-        return SpeechStream(self._steps(engine, text, speed, encoder), slot, lease, encoder)
+        return SpeechStream(self._steps(engine, text, speed, encoder), slot, encoder)
 
     async def synthesize(self, voice: VoiceEntry, text: str, speed: float, fmt: str) -> tuple[bytes, float]:
         """The whole clip at once (wav and flac then carry their true length), and its seconds."""
