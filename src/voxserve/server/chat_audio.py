@@ -100,9 +100,6 @@ async def spoken_stream(
         first = True
         try:
             async for chunk in chunks:
-                if chunk.get("usage") and not chunk.get("choices"):
-                    state["usage"] = chunk["usage"]
-                    continue
                 if chunk.get("usage"):
                     state["usage"] = chunk["usage"]
                 for choice in chunk.get("choices") or []:
