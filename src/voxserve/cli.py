@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
-import logging
 import sys
 
 from voxserve import __version__
 from voxserve.config import Settings
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from voxserve.server.app import create_asgi
+    from voxserve.server.run import UnsafeBind, run_server
 
     overrides = {
         key: value
@@ -36,30 +23,21 @@ def _serve(args: argparse.Namespace) -> int:
         }.items()
         if value is not None
     }
-    settings = Settings(**overrides)
-    if not settings.api_keys and not _is_loopback(settings.host) and not settings.allow_unauthenticated:
-        print(
-            f"voxserve: refusing to listen on {settings.host} without API keys. Set VOXSERVE_API_KEYS, "
-            "or pass --allow-unauthenticated to serve anyone who can reach this address.",
-            file=sys.stderr,
-        )
+    try:
+        run_server(Settings(**overrides))
+    except UnsafeBind as exc:
+        print(f"voxserve: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(
-        create_asgi(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=5,
-    )
     return 0
 
 
 def _models(_: argparse.Namespace) -> int:
-    from voxserve.engines.catalog import build_registry
+    from voxserve.runtime import Runtime
 
-    for model_id, spec in build_registry(Settings()).listing():
-        print(model_id if model_id == spec.id else f"{model_id} -> {spec.id}")
+    # The same catalog the server builds: speech-to-text, voices, text-to-speech and chat, with aliases.
+    for model_id, spec in Runtime.build(Settings()).registry.listing():
+        target = "" if model_id == spec.id else f" -> {spec.id}"
+        print(f"{spec.kind:6} {model_id}{target}")
     return 0
 
 

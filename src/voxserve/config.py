@@ -49,6 +49,8 @@ class Settings(BaseSettings):
 
     cache_dir: Path = Field(default_factory=_default_cache_dir)
     max_upload_mb: float = 25.0
+    # Decoded audio is capped by duration, not bytes: a small, highly compressed upload can hold hours.
+    max_audio_seconds: float = 3600.0
 
     # Model registry
     default_stt_model: str = "whisper-base"

@@ -6,6 +6,8 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import BinaryIO
 
+import numpy as np
+
 from voxserve.audio.decode import decode_audio
 from voxserve.engines.admission import EngineGate, Slot
 from voxserve.engines.registry import ModelRegistry, ModelSpec
@@ -62,6 +64,15 @@ class SpeechToText:
     async def transcribe(self, spec: ModelSpec, source: BinaryIO, options: TranscribeOptions) -> Transcript:
         async with self.gate.slot() as slot:
             return await slot.run(self._transcribe, spec, source, options)
+
+    def _transcribe_samples(self, spec: ModelSpec, audio: np.ndarray, options: TranscribeOptions) -> Transcript:
+        with self.registry.lease(spec) as engine:
+            return engine.start(audio, options).run_to_end()
+
+    async def transcribe_samples(self, spec: ModelSpec, audio: np.ndarray, options: TranscribeOptions) -> Transcript:
+        """Transcribe 16 kHz mono float32 samples already in memory (a realtime session's buffer)."""
+        async with self.gate.slot() as slot:
+            return await slot.run(self._transcribe_samples, spec, audio, options)
 
     async def open_stream(self, spec: ModelSpec, source: BinaryIO, options: TranscribeOptions) -> SegmentStream:
         """Admit, decode and detect the language now, so every error before the first segment is an

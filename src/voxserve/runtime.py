@@ -1,0 +1,88 @@
+"""The composition root: every engine built once from settings, for the server, the CLI and the benchmarks.
+
+Nothing here knows about HTTP. The server keeps one Runtime per app; the CLI and the benchmarks build
+their own and drive the same engines in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from voxserve.config import Settings
+from voxserve.engines.admission import EngineGate
+from voxserve.engines.catalog import add_chat_models, build_registry, build_voices
+from voxserve.engines.llama_chat import EmbeddedChat
+from voxserve.engines.registry import ModelRegistry
+from voxserve.engines.speech_to_text import SpeechToText
+from voxserve.engines.spoken_answers import SpokenAnswers
+from voxserve.engines.text_to_speech import TextToSpeech
+from voxserve.engines.upstream_chat import UpstreamChat
+from voxserve.engines.voice_chat import VoiceChat
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    registry: ModelRegistry
+    stt: SpeechToText
+    tts: TextToSpeech
+    chat: EmbeddedChat | UpstreamChat
+    chat_gate: EngineGate
+    voice_chat: VoiceChat
+
+    @classmethod
+    def build(cls, settings: Settings | None = None) -> Runtime:
+        settings = settings or Settings()
+        registry = build_registry(settings)
+        voices = build_voices(settings, registry)
+        add_chat_models(settings, registry)
+        stt_gate = EngineGate("speech-to-text", settings.stt_concurrency, settings.stt_queue)
+        tts_gate = EngineGate("text-to-speech", settings.tts_concurrency, settings.tts_queue)
+        # llama.cpp contexts are not thread-safe: one generation at a time, the rest queue.
+        chat_gate = EngineGate("chat", 1, settings.chat_queue)
+        chat: EmbeddedChat | UpstreamChat
+        if settings.chat_upstream_url:
+            chat = UpstreamChat(
+                settings.chat_upstream_url,
+                api_key=settings.chat_upstream_api_key,
+                model_map=settings.chat_upstream_model_map,
+                default_model=settings.chat_upstream_model,
+                timeout=settings.chat_upstream_timeout,
+                connect_timeout=settings.chat_upstream_connect_timeout,
+            )
+        else:
+            chat = EmbeddedChat(registry, chat_gate)
+        stt = SpeechToText(registry, stt_gate)
+        tts = TextToSpeech(registry, tts_gate, voices)
+        answers = SpokenAnswers(ttl=settings.audio_answer_ttl, max_entries=settings.audio_answer_max)
+        voice_chat = VoiceChat(stt, tts, answers, settings.default_stt_model, settings.chat_stt_beam_size)
+        return cls(settings, registry, stt, tts, chat, chat_gate, voice_chat)
+
+    @property
+    def gates(self) -> list[EngineGate]:
+        return [self.stt.gate, self.tts.gate, self.chat_gate]
+
+    async def preload(self) -> None:
+        for model_id in self.settings.preload:
+            log.info("preloading %s", model_id)
+            await asyncio.to_thread(self.registry.preload, model_id)
+
+    async def sweep_idle_models(self) -> None:
+        """Unload idle models for as long as it runs (a background task of the server)."""
+        ttl = self.settings.model_ttl
+        if ttl < 0:
+            return
+        interval = max(1.0, min(30.0, ttl / 4))
+        while True:
+            await asyncio.sleep(interval)
+            await asyncio.to_thread(self.registry.sweep)
+
+    async def aclose(self) -> None:
+        for gate in self.gates:
+            gate.shutdown()
+        if isinstance(self.chat, UpstreamChat):
+            await self.chat.close()
