@@ -84,6 +84,7 @@ class LiveTranscript:
 
     sent: list[LiveWord] = field(default_factory=list)
     _previous: list[LiveWord] | None = None
+    _previous_language: str | None = None
 
     @property
     def text(self) -> str:
@@ -103,12 +104,19 @@ class LiveTranscript:
         self.sent.extend(words)
         return words
 
-    def update(self, transcript: Transcript) -> list[LiveWord]:
-        """A decode of the utterance so far: returns the newly stable words (often none)."""
+    def update(self, transcript: Transcript, min_language_probability: float = 0.0) -> list[LiveWord]:
+        """A decode of the utterance so far: returns the newly stable words (often none).
+
+        Two decodes agree only if they also heard the same language, detected with at least
+        `min_language_probability`: language detection on a second or two of speech wavers, and
+        text sent in the wrong language could not be taken back.
+        """
         current = self._after_sent(words_of(transcript))
         previous = self._after_sent(self._previous) if self._previous is not None else None
+        same_language = self._previous_language == transcript.language
         self._previous = words_of(transcript)
-        if previous is None:
+        self._previous_language = transcript.language
+        if previous is None or not same_language or transcript.language_probability < min_language_probability:
             return []
         agreed = 0
         for old, new in zip(previous, current, strict=False):

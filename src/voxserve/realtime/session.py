@@ -47,6 +47,8 @@ MIN_COMMIT_SAMPLES = RATE // 10  # 100 ms
 # Frames up to this size that are not strict JSON get a second, lenient parse (trailing commas, as
 # in the seed's example payload); an audio append is never parsed leniently.
 LENIENT_JSON_LIMIT = 64 * 1024
+# Live text is sent from decodes that detected the language themselves only when they were this sure.
+LIVE_LANGUAGE_PROBABILITY = 0.9
 
 
 @dataclass
@@ -131,6 +133,9 @@ class RealtimeSession:
         self._items: dict[str, _ItemTranscript] = {}
         self._finals: deque[_ItemTranscript] = deque()
         self.last_item_id: str | None = None
+        # The language the last final decode heard: live decodes use it rather than detect it again
+        # on a second or two of speech (the final decodes still detect, as the REST endpoint does).
+        self._heard_language: str | None = None
         self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {
             "input_audio_buffer.append": self._append,
             "input_audio_buffer.commit": self._commit_event,
@@ -211,7 +216,8 @@ class RealtimeSession:
                 if job.kind == "final":
                     self._finish(item, result)
                 else:
-                    self._send_delta(item, item.live.update(result))
+                    sure = 0.0 if job.options.language else LIVE_LANGUAGE_PROBABILITY
+                    self._send_delta(item, item.live.update(result, sure))
                     if job.kind == "candidate":
                         item.candidate = (job.end, result)
         self._schedule()
@@ -412,9 +418,12 @@ class RealtimeSession:
             spec = self.env.resolve_stt(transcription.model)
         except VoxError:
             return None
+        language = transcription.whisper_language
+        if not final and language is None and self._heard_language is not None:
+            language = self._heard_language
         options = TranscribeOptions(
             task="transcribe",
-            language=transcription.whisper_language,
+            language=language,
             prompt=transcription.prompt or None,
             word_timestamps=self.logprobs,
             vad=DEFAULT_VAD,
@@ -493,6 +502,8 @@ class RealtimeSession:
         return {"type": "duration", "seconds": round(seconds, 3)}
 
     def _finish(self, item: _ItemTranscript, transcript: Transcript) -> None:
+        if transcript.text.strip():
+            self._heard_language = transcript.language
         self._send_delta(item, item.live.finish(transcript))
         item.done = True
         text = item.live.text
