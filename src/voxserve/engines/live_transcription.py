@@ -2,14 +2,14 @@
 
 The growing audio of the utterance is decoded again and again (each decode a plain Whisper run on
 everything so far). `LiveTranscript` sends as a delta only text that two successive decodes agree on,
-short of the newest decode's last word, so a word cut off at the edge of the audio is never sent; the final decode of the whole utterance then
-supplies the rest. Text once sent is never taken back: the final transcript is the sent text followed
-by the part of the final decode that comes after it, so the deltas of an item always join exactly to
-its `completed` transcript.
+short of the newest decode's last word, so a word cut off at the edge of the audio is never sent; the
+final decode of the whole utterance then supplies the rest. Text once sent is never taken back: the
+final transcript is the sent text followed by the part of the final decode that comes after it, so the
+deltas of an item always join exactly to its `completed` transcript.
 
 `DecodeRunner` runs those decodes on the speech-to-text gate: live (partial) decodes only when the gate
-has a slot free and another to spare, so under load they are skipped and the final decodes keep up; final decodes wait in
-the gate's queue like any request, and retry while the queue is full.
+has a slot free and another to spare, so under load they are skipped and the final decodes keep up;
+final decodes wait in the gate's queue like any request, and retry while the queue is full.
 """
 
 from __future__ import annotations

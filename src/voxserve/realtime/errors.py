@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+UNION_TAGS = frozenset({"server_vad", "semantic_vad"})
+
 
 class ClientEventError(Exception):
     def __init__(
@@ -26,8 +28,12 @@ class ClientEventError(Exception):
 def from_validation(exc: ValidationError, prefix: str) -> ClientEventError:
     """The first pydantic error, with `param` as a dotted path under `prefix` (e.g. `session.audio`)."""
     first: dict[str, Any] = dict(exc.errors()[0]) if exc.errors() else {"loc": (), "msg": "invalid value"}
-    # Drop pydantic's union branch tags ("server_vad", "function-after[...]") from the path.
-    parts = [str(p) for p in first.get("loc", ()) if not (isinstance(p, str) and ("[" in p or p[:1].isupper()))]
+    # Drop pydantic's union branch tags (a discriminator value, "function-after[...]") from the path.
+    parts = [
+        str(p)
+        for p in first.get("loc", ())
+        if not (isinstance(p, str) and ("[" in p or p[:1].isupper() or p in UNION_TAGS))
+    ]
     param = ".".join([prefix, *parts]) if prefix else ".".join(parts)
     kind = first.get("type")
     if kind == "extra_forbidden":
