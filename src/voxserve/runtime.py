@@ -107,6 +107,4 @@ def build_realtime(settings: Settings, stt: SpeechToText) -> RealtimeHub:
         live_deltas=settings.realtime_live_deltas,
         partial_interval_ms=settings.realtime_partial_interval_ms,
     )
-    return RealtimeHub(
-        stt, env, max_sessions=settings.realtime_max_sessions, key_secret=settings.realtime_key_secret
-    )
+    return RealtimeHub(stt, env, max_sessions=settings.realtime_max_sessions, key_secret=settings.realtime_key_secret)
