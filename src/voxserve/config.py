@@ -101,6 +101,16 @@ class Settings(BaseSettings):
     audio_answer_ttl: int = 3600  # seconds a spoken answer's id can be referred to
     audio_answer_max: int = 10_000
 
+    # Realtime API (WebSocket /v1/realtime)
+    realtime_max_sessions: int = 8  # concurrent sessions; more are refused at the handshake (429)
+    # Signs ephemeral keys (ek_...). Unset: a random secret per start (keys die with a restart);
+    # replicas given the same secret accept each other's keys.
+    realtime_key_secret: str | None = None
+    realtime_session_seconds: int = 3600  # a session's longest life (OpenAI: 60 minutes)
+    realtime_live_deltas: bool = True  # transcription deltas while the user is still speaking
+    realtime_partial_interval_ms: int = 500  # new audio between two live decodes of an utterance
+    realtime_partial_beam_size: int = 1  # live decodes are greedy; the final one uses `beam_size`
+
     @field_validator("api_keys", "stt_aliases", "tts_aliases", "chat_aliases", "preload", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:

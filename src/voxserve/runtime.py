@@ -20,6 +20,8 @@ from voxserve.engines.spoken_answers import SpokenAnswers
 from voxserve.engines.text_to_speech import TextToSpeech
 from voxserve.engines.upstream_chat import UpstreamChat
 from voxserve.engines.voice_chat import VoiceChat
+from voxserve.realtime.hub import RealtimeHub
+from voxserve.realtime.session import SessionEnv
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,7 @@ class Runtime:
     chat: EmbeddedChat | UpstreamChat
     chat_gate: EngineGate
     voice_chat: VoiceChat
+    realtime: RealtimeHub
 
     @classmethod
     def build(cls, settings: Settings | None = None) -> Runtime:
@@ -60,7 +63,8 @@ class Runtime:
         tts = TextToSpeech(registry, tts_gate, voices)
         answers = SpokenAnswers(ttl=settings.audio_answer_ttl, max_entries=settings.audio_answer_max)
         voice_chat = VoiceChat(stt, tts, answers, settings.default_stt_model, settings.chat_stt_beam_size)
-        return cls(settings, registry, stt, tts, chat, chat_gate, voice_chat)
+        realtime = build_realtime(settings, stt)
+        return cls(settings, registry, stt, tts, chat, chat_gate, voice_chat, realtime)
 
     @property
     def gates(self) -> list[EngineGate]:
@@ -84,5 +88,23 @@ class Runtime:
     async def aclose(self) -> None:
         for gate in self.gates:
             gate.shutdown()
+        self.realtime.shutdown()
         if isinstance(self.chat, UpstreamChat):
             await self.chat.close()
+
+
+def build_realtime(settings: Settings, stt: SpeechToText) -> RealtimeHub:
+    # Sessions name their default transcription model by its OpenAI alias when there is one, so a
+    # beta client's strict types (which list only OpenAI's names) accept the session object.
+    default_model = "whisper-1" if "whisper-1" in settings.stt_aliases else settings.default_stt_model
+    env = SessionEnv(
+        resolve_stt=stt.resolve,
+        default_stt_model=default_model,
+        beam_size=settings.beam_size,
+        partial_beam_size=settings.realtime_partial_beam_size,
+        max_audio_seconds=settings.max_audio_seconds,
+        session_seconds=settings.realtime_session_seconds,
+        live_deltas=settings.realtime_live_deltas,
+        partial_interval_ms=settings.realtime_partial_interval_ms,
+    )
+    return RealtimeHub(stt, env, max_sessions=settings.realtime_max_sessions, key_secret=settings.realtime_key_secret)

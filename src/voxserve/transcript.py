@@ -50,6 +50,7 @@ class Transcript:
     duration: float  # seconds of input audio
     segments: list[Segment] = field(default_factory=list)
     prompt_tokens: int = 0
+    language_probability: float = 1.0  # how sure detection was (1.0 when the language was given)
 
     @property
     def text(self) -> str:

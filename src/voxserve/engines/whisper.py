@@ -255,5 +255,6 @@ class WhisperEngine:
             language=info.language or "en",
             duration=len(audio) / STT_SAMPLE_RATE,
             prompt_tokens=prompt_tokens,
+            language_probability=float(info.language_probability or 1.0),
         )
         return TranscriptionRun(transcript, iter(raw_segments))

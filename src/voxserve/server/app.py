@@ -16,7 +16,7 @@ from voxserve.runtime import Runtime
 from voxserve.server.errors import install_error_handlers
 from voxserve.server.middleware import ApiKeyMiddleware, BodyLimitMiddleware, RequestIdMiddleware
 from voxserve.server.routes import chat as chat_routes
-from voxserve.server.routes import health, models, speech, transcriptions
+from voxserve.server.routes import health, models, realtime, speech, transcriptions
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +42,14 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(transcriptions.router)
     app.include_router(speech.router)
     app.include_router(chat_routes.router)
+    app.include_router(realtime.router)
     return app
 
 
 def create_asgi(settings: Settings | None = None) -> ASGIApp:
     settings = settings or Settings()
-    app: ASGIApp = create_app(settings)
-    app = BodyLimitMiddleware(app, settings.max_upload_bytes)
-    app = ApiKeyMiddleware(app, settings.api_keys)
+    fastapi_app = create_app(settings)
+    hub = fastapi_app.state.vox.realtime
+    app: ASGIApp = BodyLimitMiddleware(fastapi_app, settings.max_upload_bytes)
+    app = ApiKeyMiddleware(app, settings.api_keys, lambda token: hub.minter.verify(token, hub.clock()))
     return RequestIdMiddleware(app)

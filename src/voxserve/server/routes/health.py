@@ -20,4 +20,5 @@ async def health(request: Request) -> dict[str, Any]:
         "tts": {"active": state.tts.gate.active, "queued": state.tts.gate.queued},
         "chat": {"active": state.chat_gate.active, "queued": state.chat_gate.queued},
         "loaded_models": state.registry.loaded_ids(),
+        "realtime_sessions": state.realtime.active_sessions,
     }

@@ -1,0 +1,172 @@
+"""Live transcription of an utterance while it is still being spoken.
+
+The growing audio of the utterance is decoded again and again (each decode a plain Whisper run on
+everything so far). `LiveTranscript` sends as a delta only text that two successive decodes agree on,
+short of the newest decode's last word, so a word cut off at the edge of the audio is never sent; the
+final decode of the whole utterance then supplies the rest. Text once sent is never taken back: the
+final transcript is the sent text followed by the part of the final decode that comes after it, so the
+deltas of an item always join exactly to its `completed` transcript.
+
+`DecodeRunner` runs those decodes on the speech-to-text gate: live (partial) decodes only when the gate
+has a slot free and another to spare, so under load they are skipped and the final decodes keep up;
+final decodes wait in the gate's queue like any request, and retry while the queue is full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import math
+import re
+import unicodedata
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from voxserve.engines.registry import ModelSpec
+from voxserve.engines.speech_to_text import SpeechToText
+from voxserve.engines.whisper import TranscribeOptions
+from voxserve.errors import Overloaded
+from voxserve.transcript import Transcript
+
+_WORD = re.compile(r"\s*\S+")
+
+
+@dataclass(frozen=True)
+class LiveWord:
+    text: str  # as it appears in the transcript, with its leading space
+    logprob: float | None = None
+
+    @property
+    def key(self) -> str:
+        return normalize_word(self.text)
+
+
+def normalize_word(word: str) -> str:
+    """Lower case, letters and digits only: "Hello," and "hello" are the same word."""
+    return "".join(ch for ch in unicodedata.normalize("NFKC", word).casefold() if ch.isalnum())
+
+
+def words_of(transcript: Transcript) -> list[LiveWord]:
+    """The transcript's text cut into words, each with the log-probability Whisper gave it (when known)."""
+    text = transcript.text
+    pieces = _WORD.findall(text)
+    timed = transcript.words
+    if timed and "".join(w.word for w in timed).strip() == text.strip():
+        out = [LiveWord(w.word, math.log(max(w.probability, 1e-12))) for w in timed]
+        if out:
+            out[0] = LiveWord(out[0].text.lstrip(), out[0].logprob)
+        return [w for w in out if w.text]
+    return [LiveWord(p) for p in pieces]
+
+
+def aligned_end(sent: list[str], words: list[str]) -> int:
+    """How many of `words` the already-sent words `sent` account for (both normalised).
+
+    Usually the sent words are exactly the first words of a later decode; when that decode reads them
+    differently, the last word they share places the cut.
+    """
+    if not sent:
+        return 0
+    if words[: len(sent)] == sent:
+        return len(sent)
+    blocks = [b for b in difflib.SequenceMatcher(None, sent, words, autojunk=False).get_matching_blocks() if b.size]
+    if not blocks:
+        return min(len(sent), len(words))
+    last = blocks[-1]
+    unmatched_after = len(sent) - (last.a + last.size)
+    return min(len(words), last.b + last.size + unmatched_after)
+
+
+@dataclass
+class LiveTranscript:
+    """The text of one utterance as it is sent: deltas while it grows, the rest when it is final."""
+
+    sent: list[LiveWord] = field(default_factory=list)
+    _previous: list[LiveWord] | None = None
+    _previous_language: str | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(w.text for w in self.sent)
+
+    def _after_sent(self, words: list[LiveWord]) -> list[LiveWord]:
+        keys = [w.key for w in words]
+        return words[aligned_end([w.key for w in self.sent], keys) :]
+
+    def _delta(self, words: list[LiveWord]) -> list[LiveWord]:
+        if not words:
+            return []
+        if not self.sent:
+            words = [LiveWord(words[0].text.lstrip(), words[0].logprob), *words[1:]]
+        elif not words[0].text[:1].isspace() and self.text[-1:].isalnum() and words[0].text[:1].isalnum():
+            words = [LiveWord(" " + words[0].text, words[0].logprob), *words[1:]]
+        self.sent.extend(words)
+        return words
+
+    def update(self, transcript: Transcript, min_language_probability: float = 0.0) -> list[LiveWord]:
+        """A decode of the utterance so far: returns the newly stable words (often none).
+
+        Two decodes agree only if they also heard the same language, detected with at least
+        `min_language_probability`: language detection on a second or two of speech wavers, and
+        text sent in the wrong language could not be taken back.
+        """
+        current = self._after_sent(words_of(transcript))
+        previous = self._after_sent(self._previous) if self._previous is not None else None
+        same_language = self._previous_language == transcript.language
+        self._previous = words_of(transcript)
+        self._previous_language = transcript.language
+        if previous is None or not same_language or transcript.language_probability < min_language_probability:
+            return []
+        agreed = 0
+        for old, new in zip(previous, current, strict=False):
+            if old.key != new.key or not new.key:
+                break
+            agreed += 1
+        # The newest decode's last word is held back even when both agree: it sits at the edge of
+        # the audio, where a word still being spoken is read as a shorter one ("Hell" for "Hale").
+        return self._delta(current[: min(agreed, len(current) - 1)])
+
+    def finish(self, transcript: Transcript) -> list[LiveWord]:
+        """The final decode: returns the words still to send; `text` is then the whole transcript."""
+        return self._delta(self._after_sent(words_of(transcript)))
+
+
+def delta_text(words: list[LiveWord]) -> str:
+    return "".join(w.text for w in words)
+
+
+class DecodeRunner:
+    """Runs one session's decodes on the shared speech-to-text gate."""
+
+    def __init__(self, stt: SpeechToText, retry_seconds: float = 0.25, give_up_after: float = 60.0) -> None:
+        self.stt = stt
+        self.retry_seconds = retry_seconds
+        self.give_up_after = give_up_after
+
+    def has_free_slot(self) -> bool:
+        """A live decode may start: nothing queued, and a slot stays free for a final decode."""
+        gate = self.stt.gate
+        spare = 1 if gate.concurrency > 1 else 0
+        return gate.active + spare < gate.concurrency and gate.queued == 0
+
+    async def partial(self, spec: ModelSpec, audio: np.ndarray, options: TranscribeOptions) -> Transcript | None:
+        """A live decode, or None when the gate is busy (it is skipped, never queued)."""
+        if not self.has_free_slot():
+            return None
+        try:
+            return await self.stt.transcribe_samples(spec, audio, options)
+        except Overloaded:
+            return None
+
+    async def final(self, spec: ModelSpec, audio: np.ndarray, options: TranscribeOptions) -> Transcript:
+        """The decode of a committed item: waits its turn, and retries while the queue is full."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.give_up_after
+        while True:
+            try:
+                return await self.stt.transcribe_samples(spec, audio, options)
+            except Overloaded:
+                if loop.time() >= deadline:
+                    raise
+                await asyncio.sleep(self.retry_seconds)

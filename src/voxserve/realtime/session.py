@@ -1,0 +1,561 @@
+"""The realtime session machine shared by every session kind: the input audio buffer, turn detection,
+commits, conversation items and their input transcription, errors, and GA-versus-beta naming.
+
+It is sans-IO: `receive(frame)` takes one client frame, the session appends server events to its
+outbox and, when it wants audio transcribed, a `DecodeJob` to its job list. Whoever drives it (the
+WebSocket route, or a unit test) sends the events, runs the jobs and hands each result back through
+`decoded(job, result)`. At most one job per session is out at a time, so sessions share the
+speech-to-text engine fairly. Calls must not overlap (the route serialises them).
+
+Kinds extend it: `TranscriptionSession` (here: transcription-only sessions); a conversation session
+adds its responses on top of the same input side (`_on_committed` is the hook).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from voxserve.audio.input_stream import InputAudioStream, bytes_per_second
+from voxserve.engines.live_transcription import LiveTranscript, LiveWord, delta_text
+from voxserve.engines.registry import ModelSpec
+from voxserve.engines.streaming_vad import FRAME, SileroFrames, TurnDetector
+from voxserve.engines.whisper import DEFAULT_VAD, TranscribeOptions
+from voxserve.errors import VoxError
+from voxserve.formats.transcript_json import token_usage
+from voxserve.languages import LANGUAGES
+from voxserve.realtime.audio_buffer import AudioBuffer
+from voxserve.realtime.config import InputAudioConfig, InputTranscription
+from voxserve.realtime.errors import ClientEventError
+from voxserve.realtime.protocol import Dialect, EventFactory, IdSource, new_id, user_audio_item
+from voxserve.transcript import Transcript
+
+log = logging.getLogger(__name__)
+
+RATE = 16000
+MAX_APPEND_BASE64 = 15 * 1024 * 1024  # per `input_audio_buffer.append` event (contract §6.3)
+MIN_COMMIT_SAMPLES = RATE // 10  # 100 ms
+# Frames up to this size that are not strict JSON get a second, lenient parse (trailing commas, as
+# in the seed's example payload); an audio append is never parsed leniently.
+LENIENT_JSON_LIMIT = 64 * 1024
+# Live text is sent from decodes that detected the language themselves only when they were this sure.
+LIVE_LANGUAGE_PROBABILITY = 0.9
+
+
+@dataclass
+class SessionEnv:
+    """What a session needs from the engines and settings, injected (fakes in unit tests)."""
+
+    resolve_stt: Callable[[str], ModelSpec]
+    default_stt_model: str
+    beam_size: int = 5
+    partial_beam_size: int = 5
+    max_audio_seconds: float = 3600.0
+    session_seconds: int = 3600
+    live_deltas: bool = True
+    partial_interval_ms: int = 500
+    partial_min_ms: int = 700
+    # Silence after speech before the utterance is decoded speculatively (its final audio is known
+    # then, unless speech resumes); also the silence kept at the end of a committed item.
+    end_padding_ms: int = 200
+    vad_frames: Callable[[], SileroFrames] = SileroFrames
+    input_stream: Callable[[str, bool], InputAudioStream] = InputAudioStream
+    clock: Callable[[], float] = time.time
+    ids: IdSource = new_id
+
+
+@dataclass
+class DecodeJob:
+    item_id: str
+    kind: str  # "partial" (live deltas), "candidate" (final audio if the pause lasts), "final"
+    audio: np.ndarray
+    end: int  # absolute sample position where the job's audio ends
+    spec: ModelSpec
+    options: TranscribeOptions
+
+
+@dataclass
+class _ItemTranscript:
+    item_id: str
+    previous_item_id: str | None = None
+    live: LiveTranscript = field(default_factory=LiveTranscript)
+    audio: np.ndarray | None = None  # set when committed
+    end: int = 0
+    candidate: tuple[int, Transcript] | None = None
+    done: bool = False
+
+
+@dataclass
+class _Turn:
+    """Speech in progress under server VAD: the item it will become, and where its audio lies."""
+
+    item_id: str
+    start: int  # where speech began
+    audio_from: int  # start minus the prefix padding
+    paused_until: int | None = None  # end of the candidate audio while a pause lasts
+    last_partial: int = 0
+
+
+class RealtimeSession:
+    kind: ClassVar[str] = "realtime"
+    beta_session_prefix: ClassVar[str] = "session"
+
+    def __init__(
+        self, env: SessionEnv, dialect: Dialect = Dialect.GA, client_secret: dict[str, Any] | None = None
+    ) -> None:
+        self.env = env
+        self.dialect = dialect
+        self.events = EventFactory(dialect, env.ids, self.beta_session_prefix)
+        self.id = env.ids("sess")
+        self.created_at = int(env.clock())
+        self.expires_at = self.created_at + env.session_seconds
+        self.client_secret = client_secret or {"value": "", "expires_at": 0}
+        self.outbox: list[dict[str, Any]] = []
+        self.jobs: list[DecodeJob] = []
+        self.in_flight: DecodeJob | None = None
+        self.closed = False
+        self._buffer = AudioBuffer()
+        self._input: InputAudioStream | None = None
+        self._input_key: tuple[str, bool] | None = None
+        self._vad: SileroFrames | None = None
+        self._turns: TurnDetector | None = None
+        self._vad_origin = 0
+        self._turn: _Turn | None = None
+        self._items: dict[str, _ItemTranscript] = {}
+        self._finals: deque[_ItemTranscript] = deque()
+        self.last_item_id: str | None = None
+        # The language the last final decode heard: live decodes use it rather than detect it again
+        # on a second or two of speech (the final decodes still detect, as the REST endpoint does).
+        self._heard_language: str | None = None
+        self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {
+            "input_audio_buffer.append": self._append,
+            "input_audio_buffer.commit": self._commit_event,
+            "input_audio_buffer.clear": self._clear,
+        }
+
+    # --- what kinds provide ---------------------------------------------------------------------
+
+    @property
+    def input_config(self) -> InputAudioConfig:
+        raise NotImplementedError
+
+    @property
+    def logprobs(self) -> bool:
+        return False
+
+    def session_object(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _on_committed(self, item_id: str) -> None:
+        """A user audio item was added (a conversation starts its response here)."""
+
+    # --- driving the session ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._configure_input()
+        self.outbox.append(self.events.session_created(self.session_object()))
+
+    def take_events(self) -> list[dict[str, Any]]:
+        out, self.outbox = self.outbox, []
+        return out
+
+    def take_jobs(self) -> list[DecodeJob]:
+        out, self.jobs = self.jobs, []
+        return out
+
+    def receive(self, frame: str | bytes) -> None:
+        """One client frame: handled, or answered by an `error` event; the session stays open."""
+        client_event_id = None
+        try:
+            event = _parse_frame(frame)
+            if isinstance(event.get("event_id"), str):
+                client_event_id = event["event_id"]
+            type_ = event.get("type")
+            if not isinstance(type_, str) or not type_:
+                raise ClientEventError("The 'type' field is missing.", code="invalid_event", param="type")
+            handler = self._handlers.get(type_)
+            if handler is None:
+                raise self._unsupported(type_)
+            handler(event)
+        except ClientEventError as exc:
+            self.outbox.append(
+                self.events.error(
+                    exc.message, type_=exc.type, code=exc.code, param=exc.param, client_event_id=client_event_id
+                )
+            )
+        self._schedule()
+
+    def _unsupported(self, type_: str) -> ClientEventError:
+        return ClientEventError(
+            f"Invalid value: '{type_[:100]}'. Supported event types here: {', '.join(sorted(self._handlers))}.",
+            code="invalid_event",
+            param="type",
+        )
+
+    def decoded(self, job: DecodeJob, result: Transcript | BaseException | None) -> None:
+        """The outcome of a job from `take_jobs`: a transcript, an error, or None (a live decode skipped)."""
+        if self.in_flight is job:
+            self.in_flight = None
+        item = self._items.get(job.item_id)
+        if item is not None and not item.done:
+            if isinstance(result, BaseException):
+                if job.kind == "final":
+                    self._fail(item, result)
+                else:
+                    log.warning("live decode failed: %s", result)
+            elif result is not None:
+                if job.kind == "final":
+                    self._finish(item, result)
+                else:
+                    sure = 0.0 if job.options.language else LIVE_LANGUAGE_PROBABILITY
+                    self._send_delta(item, item.live.update(result, sure))
+                    if job.kind == "candidate":
+                        item.candidate = (job.end, result)
+        self._schedule()
+
+    def close(self) -> None:
+        self.closed = True
+        if self._input is not None:
+            self._input.close()
+        self._buffer.clear()
+        self._items.clear()
+        self._finals.clear()
+        self.jobs.clear()
+
+    # --- input configuration ----------------------------------------------------------------------
+
+    def _configure_input(self) -> None:
+        """(Re)build the converter and VAD for the current input config."""
+        config = self.input_config
+        key = (config.format, config.noise_reduction is not None)
+        if key != self._input_key:
+            if self._input is not None:
+                self._input.close()
+            self._input = self.env.input_stream(*key)
+            self._input_key = key
+        turn = config.turn_detection
+        wanted = None if turn is None else (turn.threshold, turn.effective_silence_ms)
+        current = None if self._turns is None else (self._turns.threshold, self._turns.silence_samples)
+        if wanted is None:
+            self._vad = self._turns = None
+            self._turn = None
+            return
+        if current is None or current != (wanted[0], max(FRAME, wanted[1] * RATE // 1000)):
+            self._vad = self.env.vad_frames()
+            self._turns = TurnDetector(turn.threshold, turn.effective_silence_ms, self.env.end_padding_ms)
+            self._vad_origin = self._buffer.end
+            self._turn = None
+
+    def _check_transcription(self, value: InputTranscription | None, param: str) -> None:
+        if value is None:
+            return
+        try:
+            self.env.resolve_stt(value.model)
+        except VoxError as exc:
+            raise ClientEventError(exc.message, code=exc.code, param=f"{param}.model") from exc
+        if value.language and value.language not in LANGUAGES:
+            raise ClientEventError(
+                f"Unsupported language '{value.language}': use an ISO-639-1 code such as 'en'.",
+                code="unsupported_value",
+                param=f"{param}.language",
+            )
+
+    # --- input audio buffer -------------------------------------------------------------------------
+
+    @property
+    def _max_samples(self) -> int:
+        return int(self.env.max_audio_seconds * RATE)
+
+    def _append(self, event: dict[str, Any]) -> None:
+        audio = event.get("audio")
+        if not isinstance(audio, str):
+            raise ClientEventError(
+                "Missing required parameter: 'audio' (base64-encoded audio bytes).",
+                code="missing_required_parameter" if audio is None else "invalid_type",
+                param="audio",
+            )
+        if len(audio) > MAX_APPEND_BASE64:
+            raise ClientEventError(
+                f"The audio of one append may be at most {MAX_APPEND_BASE64} base64 characters (15 MiB).",
+                param="audio",
+            )
+        try:
+            raw = base64.b64decode(audio, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ClientEventError(f"Invalid 'audio': not valid base64 ({exc}).", param="audio") from exc
+        assert self._input is not None
+        incoming = len(raw) * RATE // bytes_per_second(self._input.format)
+        if self._buffered_turn_samples() + incoming > self._max_samples:
+            raise ClientEventError(
+                f"The input audio buffer is full: it holds at most {self.env.max_audio_seconds:g} s of audio. "
+                "Commit or clear it (this append was not added).",
+                code="input_audio_buffer_full",
+                param="audio",
+            )
+        samples = self._input.push(raw)
+        if samples.size:
+            self._feed(samples)
+
+    def _buffered_turn_samples(self) -> int:
+        if self._turns is None:
+            return len(self._buffer)
+        return self._buffer.end - self._turn.audio_from if self._turn is not None else 0
+
+    def _feed(self, samples: np.ndarray) -> None:
+        self._buffer.append(samples)
+        if self._turns is None or self._vad is None:
+            return
+        for turn_event in self._turns.push(self._vad.push(samples)):
+            at = self._vad_origin + turn_event.sample
+            if turn_event.kind == "start":
+                self._speech_started(at)
+            elif self._turn is None:
+                continue
+            elif turn_event.kind == "pause":
+                self._turn.paused_until = at + self._padding
+            elif turn_event.kind == "resume":
+                self._turn.paused_until = None
+            elif turn_event.kind == "stop":
+                self._speech_stopped(at)
+        if self._turn is None:
+            # Idle: keep only what a next turn's prefix padding can reach back to.
+            assert self.input_config.turn_detection is not None
+            keep = self.input_config.turn_detection.prefix_padding_ms * RATE // 1000 + FRAME
+            self._buffer.drop_before(self._buffer.end - keep)
+
+    @property
+    def _padding(self) -> int:
+        return self.env.end_padding_ms * RATE // 1000
+
+    def _speech_started(self, at: int) -> None:
+        turn = self.input_config.turn_detection
+        assert turn is not None
+        item_id = self.env.ids("item")
+        prefix = turn.prefix_padding_ms * RATE // 1000
+        self._turn = _Turn(item_id, at, max(self._buffer.origin, at - prefix), last_partial=at)
+        self._items[item_id] = _ItemTranscript(item_id)
+        self.outbox.append(self.events.speech_started(at * 1000 // RATE, item_id))
+
+    def _speech_stopped(self, at: int) -> None:
+        turn = self._turn
+        assert turn is not None
+        self._turn = None
+        self.outbox.append(self.events.speech_stopped(at * 1000 // RATE, turn.item_id))
+        end = at + min(self._padding, self.input_config.turn_detection.effective_silence_ms * RATE // 1000)  # type: ignore[union-attr]
+        audio = self._buffer.slice(turn.audio_from, end)
+        self._buffer.drop_before(end)
+        self._add_item(turn.item_id, audio, end)
+
+    def _commit_event(self, event: dict[str, Any]) -> None:
+        if self._turn is not None:
+            item_id, start = self._turn.item_id, self._turn.audio_from
+        else:
+            item_id, start = self.env.ids("item"), self._buffer.origin
+        audio = self._buffer.slice(start, self._buffer.end)
+        if audio.size < MIN_COMMIT_SAMPLES:
+            raise ClientEventError(
+                "Error committing input audio buffer: buffer too small. Expected at least 100ms of audio, "
+                f"but buffer only has {audio.size * 1000 / RATE:.2f}ms of audio.",
+                code="input_audio_buffer_commit_empty",
+                param=None,
+            )
+        end = self._buffer.end
+        self._buffer.clear()
+        self._end_turn()
+        self._items.setdefault(item_id, _ItemTranscript(item_id))
+        self._add_item(item_id, audio, end)
+
+    def _clear(self, event: dict[str, Any]) -> None:
+        if self._turn is not None:
+            self._items.pop(self._turn.item_id, None)
+        self._buffer.clear()
+        self._end_turn()
+        self.outbox.append(self.events.cleared())
+
+    def _end_turn(self) -> None:
+        self._turn = None
+        if self._turns is not None:
+            self._turns.force_end()
+
+    # --- items and their transcription --------------------------------------------------------------
+
+    def _add_item(self, item_id: str, audio: np.ndarray, end: int) -> None:
+        previous = self.last_item_id
+        self.last_item_id = item_id
+        self.outbox.append(self.events.committed(item_id, previous))
+        self.outbox.append(self.events.item_announced(user_audio_item(item_id, None), previous))
+        item = self._items.setdefault(item_id, _ItemTranscript(item_id))
+        item.previous_item_id = previous
+        item.audio = audio
+        item.end = end
+        if self.input_config.transcription is None:
+            item.done = True
+            self._items.pop(item_id, None)
+            self._emit_item_done(item, None)
+        else:
+            self._finals.append(item)
+        self._on_committed(item_id)
+
+    def _emit_item_done(self, item: _ItemTranscript, transcript: str | None) -> None:
+        done = self.events.item_done(user_audio_item(item.item_id, transcript), item.previous_item_id)
+        if done is not None:
+            self.outbox.append(done)
+
+    def _decode_options(self, final: bool) -> tuple[ModelSpec, TranscribeOptions] | None:
+        transcription = self.input_config.transcription
+        if transcription is None:
+            return None
+        try:
+            spec = self.env.resolve_stt(transcription.model)
+        except VoxError:
+            return None
+        language = transcription.whisper_language
+        if not final and language is None and self._heard_language is not None:
+            language = self._heard_language
+        options = TranscribeOptions(
+            task="transcribe",
+            language=language,
+            prompt=transcription.prompt or None,
+            word_timestamps=self.logprobs,
+            vad=DEFAULT_VAD,
+            beam_size=self.env.beam_size if final else self.env.partial_beam_size,
+        )
+        return spec, options
+
+    def _schedule(self) -> None:
+        """Hand out the next decode this session wants, if none is out."""
+        if self.closed or self.in_flight is not None:
+            return
+        while self._finals:
+            item = self._finals[0]
+            if item.done:
+                self._finals.popleft()
+                continue
+            if item.candidate is not None and item.candidate[0] == item.end:
+                self._finish(item, item.candidate[1])
+                continue
+            chosen = self._decode_options(final=True)
+            if chosen is None:
+                self._fail(item, RuntimeError("The transcription model is not available."))
+                continue
+            assert item.audio is not None
+            self._issue(DecodeJob(item.item_id, "final", item.audio, item.end, *chosen))
+            return
+        turn = self._turn
+        if turn is None or self.input_config.transcription is None:
+            return
+        item = self._items.get(turn.item_id)
+        if item is None:
+            return
+        if turn.paused_until is not None:
+            if turn.paused_until <= self._buffer.end and (
+                item.candidate is None or item.candidate[0] != turn.paused_until
+            ):
+                chosen = self._decode_options(final=True)
+                if chosen is not None:
+                    audio = self._buffer.slice(turn.audio_from, turn.paused_until)
+                    self._issue(DecodeJob(turn.item_id, "candidate", audio, turn.paused_until, *chosen))
+            return
+        if not self.env.live_deltas:
+            return
+        now = self._buffer.end
+        interval = self.env.partial_interval_ms * RATE // 1000
+        if now - turn.start >= self.env.partial_min_ms * RATE // 1000 and now - turn.last_partial >= interval:
+            chosen = self._decode_options(final=False)
+            if chosen is not None:
+                turn.last_partial = now
+                self._issue(DecodeJob(turn.item_id, "partial", self._buffer.slice(turn.audio_from, now), now, *chosen))
+
+    def _issue(self, job: DecodeJob) -> None:
+        self.in_flight = job
+        self.jobs.append(job)
+
+    def _logprobs_json(self, words: list[LiveWord]) -> list[dict[str, Any]] | None:
+        if not self.logprobs:
+            return None
+        return [
+            {"token": w.text, "logprob": w.logprob if w.logprob is not None else 0.0, "bytes": list(w.text.encode())}
+            for w in words
+        ]
+
+    def _send_delta(self, item: _ItemTranscript, words: list[LiveWord]) -> None:
+        if words:
+            self.outbox.append(
+                self.events.transcription_delta(item.item_id, delta_text(words), self._logprobs_json(words))
+            )
+
+    def _usage(self, item: _ItemTranscript, transcript: Transcript) -> dict[str, Any]:
+        transcription = self.input_config.transcription
+        seconds = (item.audio.size if item.audio is not None else 0) / RATE
+        if transcription is not None and transcription.model.startswith("gpt-"):
+            transcript.duration = seconds
+            return token_usage(transcript)
+        return {"type": "duration", "seconds": round(seconds, 3)}
+
+    def _finish(self, item: _ItemTranscript, transcript: Transcript) -> None:
+        if transcript.text.strip():
+            self._heard_language = transcript.language
+        self._send_delta(item, item.live.finish(transcript))
+        item.done = True
+        text = item.live.text
+        self.outbox.append(
+            self.events.transcription_completed(
+                item.item_id, text, self._usage(item, transcript), self._logprobs_json(item.live.sent)
+            )
+        )
+        self._emit_item_done(item, text)
+        self._release(item)
+
+    def _fail(self, item: _ItemTranscript, exc: BaseException) -> None:
+        item.done = True
+        if isinstance(exc, VoxError):
+            message, code = exc.message, exc.code or "transcription_failed"
+        else:
+            log.error("transcription failed: %r", exc)
+            message, code = "The audio could not be transcribed.", "transcription_failed"
+        self.outbox.append(self.events.transcription_failed(item.item_id, message, code))
+        self._emit_item_done(item, None)
+        self._release(item)
+
+    def _release(self, item: _ItemTranscript) -> None:
+        self._items.pop(item.item_id, None)
+        item.audio = None
+        if self._finals and self._finals[0] is item:
+            self._finals.popleft()
+
+
+def _parse_frame(frame: str | bytes) -> dict[str, Any]:
+    try:
+        text = frame.decode("utf-8") if isinstance(frame, bytes) else frame
+    except UnicodeDecodeError as exc:
+        raise ClientEventError("The event is not UTF-8 text.", code="invalid_json") from exc
+    try:
+        event = json.loads(text)
+    except json.JSONDecodeError as exc:
+        event = _lenient(text, exc)
+    if not isinstance(event, dict):
+        raise ClientEventError("An event must be a JSON object.", code="invalid_event")
+    return event
+
+
+def _lenient(text: str, error: json.JSONDecodeError) -> Any:
+    if len(text) <= LENIENT_JSON_LIMIT:
+        import json5
+
+        try:
+            return json5.loads(text)
+        except ValueError:
+            pass
+    raise ClientEventError(
+        f"We could not parse the JSON body of your event: {error.msg} (line {error.lineno}, column {error.colno}).",
+        code="invalid_json",
+    )

@@ -1,0 +1,283 @@
+"""Unit tests for the realtime pure parts: VAD turn logic, live-transcript stabilisation, keys, session
+config, G.711 and the session machine itself (scripted VAD, fake decodes, fake clock and ids)."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.realtime_tools import validate
+from voxserve.audio.g711 import decode_g711, encode_g711
+from voxserve.audio.input_stream import InputAudioStream
+from voxserve.engines.live_transcription import LiveTranscript, aligned_end, delta_text
+from voxserve.engines.registry import ModelSpec
+from voxserve.engines.streaming_vad import FRAME, TurnDetector
+from voxserve.errors import ModelNotFound
+from voxserve.realtime.config import TranscriptionSessionConfig, parse_transcription_update
+from voxserve.realtime.errors import ClientEventError
+from voxserve.realtime.protocol import Dialect
+from voxserve.realtime.session import DecodeJob, SessionEnv
+from voxserve.realtime.tokens import KeyMinter
+from voxserve.realtime.transcription import TranscriptionSession
+from voxserve.transcript import Segment, Transcript
+
+
+def _transcript(text: str, language: str = "en") -> Transcript:
+    segment = Segment(0, 0, 0.0, 1.0, " " + text, [1, 2, 3], 0.0, -0.1, 1.0, 0.0)
+    return Transcript("transcribe", language, 1.0, [segment] if text else [])
+
+
+# --- turn detection ----------------------------------------------------------------------------------
+
+
+def test_turn_detector_start_pause_resume_stop() -> None:
+    turns = TurnDetector(threshold=0.5, silence_duration_ms=500, pause_ms=200)
+    frames_500ms = 500 * 16 // FRAME + 1
+    events = turns.push([0.1] * 10 + [0.9] * 20)
+    assert [(e.kind, e.sample) for e in events] == [("start", 10 * FRAME)]
+    events = turns.push([0.4] * 3)  # between the two thresholds: speech goes on
+    assert events == []
+    events = turns.push([0.1] * 7)  # 7 frames = 224 ms of silence: a pause, where silence began
+    assert [(e.kind, e.sample) for e in events] == [("pause", 33 * FRAME)]
+    events = turns.push([0.8])
+    assert [e.kind for e in events] == ["resume"]
+    events = turns.push([0.05] * frames_500ms)
+    kinds = [(e.kind, e.sample) for e in events]
+    assert kinds[-1] == ("stop", 41 * FRAME) and ("pause", 41 * FRAME) in kinds
+    assert not turns.speaking
+
+
+def test_turn_detector_ignores_noise_below_threshold() -> None:
+    turns = TurnDetector(threshold=0.7)
+    assert turns.push([0.6] * 100) == []
+
+
+# --- live transcript ---------------------------------------------------------------------------------
+
+
+def test_live_deltas_need_two_agreeing_decodes_and_hold_back_the_edge_word() -> None:
+    live = LiveTranscript()
+    assert live.update(_transcript("I really lie")) == []
+    assert delta_text(live.update(_transcript("I really liked that account"))) == "I really"
+    assert delta_text(live.update(_transcript("I really liked that account of"))) == " liked that account"
+    rest = live.finish(_transcript("I really liked that account of himself."))
+    assert delta_text(rest) == " of himself."
+    assert live.text == "I really liked that account of himself."
+
+
+def test_live_final_that_reads_sent_words_differently_keeps_them() -> None:
+    live = LiveTranscript()
+    live.update(_transcript("Margaret said Mr. Hell as"))
+    sent = delta_text(live.update(_transcript("Margaret said Mr. Hell as he")))
+    assert sent == "Margaret said Mr. Hell as"
+    rest = delta_text(live.finish(_transcript("Margaret said Mr. Hale, as he returned.")))
+    assert rest == " he returned."
+    assert live.text == sent + rest
+
+
+def test_live_decodes_in_different_languages_never_agree() -> None:
+    live = LiveTranscript()
+    live.update(_transcript("bayala rab", "ar"))
+    assert live.update(_transcript("bayala rab qal", "en")) == []
+    assert live.update(_transcript("bayala rab qal fi", "en"), min_language_probability=0.9) != []
+
+
+def test_aligned_end() -> None:
+    assert aligned_end([], ["a"]) == 0
+    assert aligned_end(["a", "b"], ["a", "b", "c"]) == 2
+    assert aligned_end(["a", "x", "c"], ["a", "b", "c", "d"]) == 3
+    assert aligned_end(["q"], ["a", "b"]) == 1
+
+
+# --- keys --------------------------------------------------------------------------------------------
+
+
+def test_keys_round_trip_expire_and_resist_tampering() -> None:
+    minter = KeyMinter("secret")
+    key = minter.mint("transcription", {"type": "transcription", "include": None}, expires_at=1000)
+    assert key.value.startswith("ek_")
+    again = minter.verify(key.value, now=999)
+    assert again is not None and again.kind == "transcription" and again.session == key.session
+    assert minter.verify(key.value, now=1000) is None  # expired
+    assert KeyMinter("other").verify(key.value, now=0) is None  # another server's secret
+    assert KeyMinter("secret").verify(key.value, now=0) is not None  # a replica with the same secret
+    body, _, signature = key.value.partition(".")
+    assert minter.verify(body[:-2] + "xx." + signature, now=0) is None
+    assert minter.verify("ek_garbage", now=0) is None
+
+
+# --- config -------------------------------------------------------------------------------------------
+
+
+def test_config_updates_merge_and_null_clears() -> None:
+    base = TranscriptionSession.default_config("whisper-1")
+    ga = parse_transcription_update(
+        base, {"type": "transcription", "audio": {"input": {"noise_reduction": {"type": "far_field"}}}}, "whisper-1"
+    )
+    assert ga.input.noise_reduction is not None and ga.input.turn_detection is not None
+    assert ga.input.transcription == base.input.transcription
+    cleared = parse_transcription_update(ga, {"audio": {"input": {"turn_detection": None}}}, "whisper-1")
+    assert cleared.input.turn_detection is None and cleared.input.noise_reduction is not None
+    beta = parse_transcription_update(
+        cleared,
+        {"input_audio_format": "g711_alaw", "turn_detection": {"type": "semantic_vad", "eagerness": "high"}},
+        "whisper-1",
+    )
+    assert beta.input.format == "g711_alaw"
+    assert beta.input.turn_detection is not None and beta.input.turn_detection.effective_silence_ms == 400
+    with pytest.raises(ClientEventError) as bad:
+        parse_transcription_update(base, {"input_audio_format": "mp3"}, "whisper-1")
+    assert bad.value.param == "session.input_audio_format" and bad.value.code == "unsupported_value"
+
+
+# --- audio --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("law", ["ulaw", "alaw"])
+def test_g711_round_trip(law: str) -> None:
+    tone = (np.sin(np.arange(800) / 8000 * 2 * np.pi * 440) * 8000).astype(np.int16)
+    data = encode_g711(tone, law)
+    assert len(data) == 800
+    back = decode_g711(data, law)
+    assert np.max(np.abs(back.astype(int) - tone)) < 300
+
+
+def test_pcm16_stream_keeps_a_split_sample() -> None:
+    stream = InputAudioStream("pcm16")
+    pcm = (np.ones(2400) * 1000).astype("<i2").tobytes()
+    out = [stream.push(pcm[:1001]), stream.push(pcm[1001:])]
+    assert abs(sum(len(o) for o in out) - 1600) <= 32
+
+
+# --- the session machine ------------------------------------------------------------------------------
+
+
+class ScriptedVad:
+    """Speech probability from the audio itself: loud samples are speech, quiet ones are not."""
+
+    def __init__(self) -> None:
+        self._pending = np.zeros(0, dtype=np.float32)
+
+    def push(self, audio: np.ndarray) -> list[float]:
+        data = np.concatenate([self._pending, audio])
+        whole = len(data) // FRAME * FRAME
+        self._pending = data[whole:]
+        return [0.95 if np.abs(f).mean() > 0.05 else 0.02 for f in data[:whole].reshape(-1, FRAME)]
+
+
+SPEC = ModelSpec(id="whisper-base", kind="stt", loader=lambda: None)
+
+
+def _env(**overrides: Any) -> SessionEnv:
+    counter = itertools.count(1)
+
+    def resolve(name: str) -> ModelSpec:
+        if name.startswith("no-"):
+            raise ModelNotFound(name)
+        return SPEC
+
+    return SessionEnv(
+        resolve_stt=resolve,
+        default_stt_model="whisper-1",
+        vad_frames=ScriptedVad,  # type: ignore[arg-type]
+        clock=lambda: 1_000_000.0,
+        ids=lambda prefix: f"{prefix}_{next(counter)}",
+        **overrides,
+    )
+
+
+def _append(session: TranscriptionSession, seconds: float, loud: bool) -> None:
+    samples = int(seconds * 24000)
+    tone = np.sin(np.arange(samples) / 24000 * 2 * np.pi * 300) * (12000 if loud else 0)
+    audio = base64.b64encode(tone.astype("<i2").tobytes()).decode()
+    session.receive(json.dumps({"type": "input_audio_buffer.append", "audio": audio}))
+
+
+def _run_jobs(session: TranscriptionSession, text: str = "hello there world") -> list[DecodeJob]:
+    done = []
+    while jobs := session.take_jobs():
+        for job in jobs:
+            done.append(job)
+            session.decoded(job, _transcript(text))
+    return done
+
+
+def test_session_server_vad_turn_events_in_order() -> None:
+    session = TranscriptionSession(_env(live_deltas=False))
+    session.start()
+    _append(session, 1.0, loud=False)
+    _append(session, 2.0, loud=True)
+    jobs = []
+    for _ in range(10):  # the pump runs the jobs between appends
+        _append(session, 0.1, loud=False)
+        jobs += _run_jobs(session)
+    events = session.take_events()
+    for event in events:
+        validate(event)
+    types = [e["type"] for e in events]
+    assert types == [
+        "session.created",
+        "input_audio_buffer.speech_started",
+        "input_audio_buffer.speech_stopped",
+        "input_audio_buffer.committed",
+        "conversation.item.added",
+        "conversation.item.input_audio_transcription.delta",
+        "conversation.item.input_audio_transcription.completed",
+        "conversation.item.done",
+    ]
+    started, stopped = events[1], events[2]
+    assert started["audio_start_ms"] == pytest.approx(1000, abs=40)
+    assert stopped["audio_end_ms"] == pytest.approx(3000, abs=40)
+    # The candidate decoded at the pause became the final: no second decode of the same audio.
+    assert [j.kind for j in jobs] == ["candidate"]
+    assert len(jobs[0].audio) / 16000 == pytest.approx(2.0 + 0.3 + 0.2, abs=0.05)
+    assert events[6]["transcript"] == "hello there world"
+
+
+def test_session_buffer_cap_and_commit_errors() -> None:
+    session = TranscriptionSession(_env(max_audio_seconds=1.0))
+    session.start()
+    session.receive(json.dumps({"type": "session.update", "session": {"audio": {"input": {"turn_detection": None}}}}))
+    _append(session, 0.8, loud=True)
+    _append(session, 0.5, loud=True)  # would pass the 1 s cap: refused whole
+    session.receive(json.dumps({"type": "input_audio_buffer.commit", "event_id": "c1"}))
+    events = session.take_events()
+    errors = [e for e in events if e["type"] == "error"]
+    assert [e["error"]["code"] for e in errors] == ["input_audio_buffer_full"]
+    committed = [e for e in events if e["type"] == "input_audio_buffer.committed"]
+    assert len(committed) == 1
+    job = session.take_jobs()[0]
+    assert len(job.audio) / 16000 == pytest.approx(0.8, abs=0.01) and job.kind == "final"
+    session.decoded(job, RuntimeError("boom"))
+    failed = [e for e in session.take_events() if e["type"].endswith("transcription.failed")]
+    assert failed and failed[0]["error"]["type"] == "transcription_error"
+    session.receive(json.dumps({"type": "input_audio_buffer.commit", "event_id": "c2"}))
+    error = session.take_events()[0]["error"]
+    assert (error["code"], error["event_id"]) == ("input_audio_buffer_commit_empty", "c2")
+
+
+def test_beta_session_names_and_unknown_model() -> None:
+    session = TranscriptionSession(_env(), Dialect.BETA)
+    session.start()
+    session.receive(
+        json.dumps(
+            {"type": "transcription_session.update", "session": {"input_audio_transcription": {"model": "no-x"}}}
+        )
+    )
+    created, error = session.take_events()
+    assert created["type"] == "transcription_session.created"
+    validate(created, beta=True)
+    assert error["error"]["code"] == "model_not_found"
+    assert error["error"]["param"] == "session.input_audio_transcription.model"
+    session.receive(json.dumps({"type": "transcription_session.update", "session": {"turn_detection": None}}))
+    (updated,) = session.take_events()
+    validate(updated, beta=True)
+    assert updated["session"]["turn_detection"] is None
+    assert session.config == TranscriptionSessionConfig(
+        session.config.input.__class__(transcription=session.config.input.transcription, turn_detection=None)
+    )
