@@ -9,7 +9,7 @@ from __future__ import annotations
 import hmac
 import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -56,13 +56,15 @@ class RequestIdMiddleware:
 
 
 class ApiKeyMiddleware:
-    """With keys configured, every route but /health needs `Authorization: Bearer <key>`."""
+    """With keys configured, every route but /health (and what `is_open` allows) needs
+    `Authorization: Bearer <key>`."""
 
     OPEN_PATHS = frozenset({"/health", "/healthz"})
 
-    def __init__(self, app: ASGIApp, keys: list[str]) -> None:
+    def __init__(self, app: ASGIApp, keys: list[str], is_open: Callable[[str], bool] | None = None) -> None:
         self.app = app
         self.keys = [k.encode() for k in keys]
+        self.is_open = is_open
 
     def _authorized(self, scope: Scope) -> tuple[bool, str]:
         headers = dict(scope.get("headers", []))
@@ -81,7 +83,12 @@ class ApiKeyMiddleware:
         return False, f"Incorrect API key provided: {masked}."
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self.keys or scope["type"] != "http" or scope["path"] in self.OPEN_PATHS:
+        if (
+            not self.keys
+            or scope["type"] != "http"
+            or scope["path"] in self.OPEN_PATHS
+            or (self.is_open is not None and self.is_open(scope["path"]))
+        ):
             await self.app(scope, receive, send)
             return
         ok, message = self._authorized(scope)
