@@ -25,6 +25,7 @@ from openai import OpenAI
 from tests.audio_tools import SENTENCES, wer
 from tests.conftest import KEY, Server
 from voxserve.cli import main
+from voxserve.config import Settings
 
 FAST_MODEL = "whisper-tiny.en"  # in-process runs load their own model: the small one keeps them quick
 
@@ -222,7 +223,6 @@ def test_keys_through_a_server(capsys: pytest.CaptureFixture[str], keyed_server:
         (["speak", "hello", "--speed", "9", "-o", "x.mp3"], 2, "--speed"),
         (["speak", "hello", "--voice", "nobody", "--url", "{url}", "-o", "-"], 1, "Unknown voice"),
         (["speak"], 2, "text to say"),
-        (["models", "--api-key", "k"], 2, "--api-key is for --url"),
         (["nonsense"], 2, "No such command"),
     ],
 )
@@ -251,3 +251,16 @@ def test_transcribe_in_process_bad_audio_then_good(
     assert code == 1
     assert "broken.wav: Invalid file format" in _one_line(err)
     assert wer(short_english[1], out.split("<==\n")[-1]) < 0.2
+
+
+def test_serve_flags_reach_the_settings(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[Settings] = []
+    monkeypatch.setattr("voxserve.server.run.run_server", started.append)
+    code, _, err = run_main(capsys, "serve", "--host", "0.0.0.0", "--port", "9001", "--allow-unauthenticated",
+                            "--preload", "whisper-base,voice:en_US-joe-medium", "--preload", "whisper-tiny.en",
+                            "--log-level", "debug", "--log-format", "json")  # fmt: skip
+    assert code == 0, err
+    (settings,) = started
+    assert (settings.host, settings.port, settings.allow_unauthenticated) == ("0.0.0.0", 9001, True)
+    assert settings.preload == ["whisper-base", "voice:en_US-joe-medium", "whisper-tiny.en"]
+    assert (settings.log_level, settings.log_format) == ("debug", "json")

@@ -85,9 +85,7 @@ def _backend(url: str | None, api_key: str | None) -> Backend:
         from voxserve.cli.remote import RemoteBackend
 
         return RemoteBackend(url, api_key)
-    if api_key:
-        raise CliError("--api-key is for --url: in-process work needs no key", exit_code=2)
-    from voxserve.cli.local import LocalBackend
+    from voxserve.cli.local import LocalBackend  # in-process work needs no key: --api-key is for --url
 
     return LocalBackend()
 
@@ -108,6 +106,11 @@ def _root(
 
 
 # ---- serve ----------------------------------------------------------------------------------------
+
+
+def _split_ids(values: list[str]) -> list[str]:
+    """`--preload a,b --preload c` -> [a, b, c]."""
+    return [part.strip() for value in values for part in value.split(",") if part.strip()]
 
 
 @app.command()
@@ -137,7 +140,7 @@ def serve(
             "host": host,
             "port": port,
             "allow_unauthenticated": allow_unauthenticated or None,
-            "preload": None if preload is None else [p for item in preload for p in item.split(",") if p.strip()],
+            "preload": None if preload is None else _split_ids(preload),
             "log_level": log_level,
             "log_format": None if log_format is None else str(log_format),
         }.items()
@@ -230,7 +233,8 @@ def transcribe(
                     raise
                 except CliError as exc:
                     failures += 1
-                    typer.echo(f"voxserve: error: {path}: {exc.message}", err=True)
+                    bar.fail()
+                    bars.error(f"voxserve: error: {path}: {exc.message}")
                     continue
                 bar.finish()
                 if path in targets:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from types import TracebackType
 
 from rich.console import Console
@@ -28,9 +29,10 @@ class AudioSecondsColumn(ProgressColumn):
 class FileBar:
     """One file's bar. Its total is unknown (a pulsing bar) until the audio is decoded."""
 
-    def __init__(self, progress: Progress, task: TaskID) -> None:
+    def __init__(self, progress: Progress, task: TaskID, name: str) -> None:
         self._progress = progress
         self._task = task
+        self._name = name
         self._total: float | None = None
 
     def set_total(self, seconds: float | None) -> None:
@@ -40,6 +42,9 @@ class FileBar:
     def advance_to(self, seconds: float) -> None:
         done = seconds if self._total is None else min(seconds, self._total)
         self._progress.update(self._task, completed=done)
+
+    def fail(self) -> None:
+        self._progress.update(self._task, description=f"{self._name} (failed)", total=0.0, completed=0.0)
 
     def finish(self) -> None:
         if self._total is None:
@@ -69,12 +74,19 @@ class Bars:
         )
 
     def add(self, name: str) -> FileBar:
-        return FileBar(self._progress, self._progress.add_task(name, total=None))
+        return FileBar(self._progress, self._progress.add_task(name, total=None), name)
 
     def note(self, message: str) -> None:
         """A line above the bars (stderr), shown only with the bars."""
         if self.enabled:
             self._progress.console.print(message, markup=False, highlight=False)
+
+    def error(self, message: str) -> None:
+        """A line on stderr, above the bars when they are drawn."""
+        if self.enabled:
+            self._progress.console.print(message, markup=False, highlight=False, style="red", soft_wrap=True)
+        else:
+            print(message, file=sys.stderr, flush=True)
 
     def __enter__(self) -> Bars:
         self._progress.start()
