@@ -75,4 +75,4 @@ bench: install-test
 	$(PY) benchmarks/stt.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info test-artifacts

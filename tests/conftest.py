@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from openai import OpenAI
 
@@ -93,6 +94,25 @@ def client(server: Server) -> OpenAI:
     return server.client()
 
 
+KEY = "test-secret-key"
+
+
+@pytest.fixture(scope="session")
+def keyed_server(start_server: Callable[..., Server]) -> Server:
+    """API keys on (and for /metrics too), one transcription at a time with no queue (so a second is a
+    429), a 1 s model TTL (to see unloads), and JSON logs."""
+    return start_server(
+        {
+            "VOXSERVE_API_KEYS": KEY,
+            "VOXSERVE_METRICS_REQUIRE_KEY": "true",
+            "VOXSERVE_MODEL_TTL": "1",
+            "VOXSERVE_STT_CONCURRENCY": "1",
+            "VOXSERVE_STT_QUEUE": "0",
+            "VOXSERVE_LOG_FORMAT": "json",
+        }
+    )
+
+
 @pytest.fixture(scope="session")
 def audio_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("audio")
@@ -115,6 +135,16 @@ def short_english(audio_dir: Path) -> tuple[Path, str]:
     path = audio_dir / "short.wav"
     path.write_bytes(wav_bytes(samples, rate))
     return path, text
+
+
+@pytest.fixture(scope="session")
+def long_english(audio_dir: Path, english: tuple[Path, str]) -> tuple[Path, str]:
+    """The five sentences three times over with pauses (about 38 s): more than one 30 s Whisper window."""
+    samples, rate = speak(" ".join(SENTENCES))
+    pause = np.zeros(rate // 2, dtype=samples.dtype)
+    path = audio_dir / "long_english.wav"
+    path.write_bytes(wav_bytes(np.concatenate([samples, pause, samples, pause, samples]), rate))
+    return path, " ".join([english[1]] * 3)
 
 
 # The spoken question of the chat tests.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     allow_unauthenticated: bool = False
     log_level: str = "info"
+    # "json": one JSON object per log line, with an access line per request (request id, model, timings).
+    log_format: Literal["text", "json"] = "text"
+    # Whether GET /metrics needs a key when API keys are set; unset: not on a loopback bind, yes elsewhere.
+    metrics_require_key: bool | None = None
 
     cache_dir: Path = Field(default_factory=_default_cache_dir)
     max_upload_mb: float = 25.0

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from voxserve.config import Settings
 from voxserve.engines.admission import EngineGate
 from voxserve.engines.catalog import add_chat_models, build_registry, build_voices
+from voxserve.engines.events import AudioListener, ModelListener
 from voxserve.engines.llama_chat import EmbeddedChat
 from voxserve.engines.registry import ModelRegistry
 from voxserve.engines.speech_to_text import SpeechToText
@@ -69,6 +70,12 @@ class Runtime:
     @property
     def gates(self) -> list[EngineGate]:
         return [self.stt.gate, self.tts.gate, self.chat_gate]
+
+    def observe(self, on_model: ModelListener, on_audio: AudioListener) -> None:
+        """Connect a watcher (the server's metrics) to model loads and unloads and to finished audio work."""
+        self.registry.listeners.append(on_model)
+        self.stt.listeners.append(on_audio)
+        self.tts.listeners.append(on_audio)
 
     async def preload(self) -> None:
         for model_id in self.settings.preload:

@@ -63,6 +63,7 @@ class EngineGate:
         self.executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"vox-{name}")
         self._active = 0
         self._waiters: list[asyncio.Future[None]] = []
+        self.rejected = 0  # requests refused with Overloaded since start (read by the server's metrics)
 
     @property
     def active(self) -> int:
@@ -77,6 +78,7 @@ class EngineGate:
             self._active += 1
             return Slot(self)
         if len(self._waiters) >= self.max_queue:
+            self.rejected += 1
             raise Overloaded(self.name, self.retry_after)
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from voxserve.engines.events import ModelEvent, ModelListener, notify
 from voxserve.errors import ModelNotFound, ModelUnavailable
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class ModelRegistry:
         self._entries: dict[str, _Entry] = {}
         self._aliases: dict[str, str] = {}
         self._guard = threading.Lock()
+        self.listeners: list[ModelListener] = []  # told of loads and unloads (the server's metrics)
 
     def add(self, spec: ModelSpec) -> None:
         self._entries[spec.id] = _Entry(spec)
@@ -81,8 +83,12 @@ class ModelRegistry:
                     entry.instance = spec.loader()
                 except Exception as exc:
                     log.exception("loading model %s failed", spec.id)
+                    seconds = time.perf_counter() - started
+                    notify(self.listeners, ModelEvent("load_failed", spec.id, spec.kind, seconds))
                     raise ModelUnavailable(f"The model `{spec.id}` could not be loaded: {exc}") from exc
-                log.info("loaded model %s in %.2f s", spec.id, time.perf_counter() - started)
+                seconds = time.perf_counter() - started
+                log.info("loaded model %s in %.2f s", spec.id, seconds)
+                notify(self.listeners, ModelEvent("load", spec.id, spec.kind, seconds))
             with self._guard:
                 entry.users += 1
             instance = entry.instance
@@ -116,6 +122,8 @@ class ModelRegistry:
                     unloaded.append(entry.spec.id)
             finally:
                 entry.lock.release()
+        for model_id in unloaded:
+            notify(self.listeners, ModelEvent("unload", model_id, self._entries[model_id].spec.kind))
         if unloaded:
             gc.collect()
             log.info("unloaded idle models: %s", ", ".join(unloaded))

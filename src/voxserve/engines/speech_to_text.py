@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import BinaryIO
 
 import numpy as np
 
 from voxserve.audio.decode import decode_audio
 from voxserve.engines.admission import EngineGate, Slot
+from voxserve.engines.events import AudioListener, AudioWork, notify
 from voxserve.engines.registry import ModelRegistry, ModelSpec
 from voxserve.engines.whisper import TranscribeOptions, TranscriptionRun, WhisperEngine
 from voxserve.transcript import Segment, Transcript
@@ -22,9 +24,13 @@ class SegmentStream:
     (a client that went away) stops decoding after the current window.
     """
 
-    def __init__(self, run: TranscriptionRun, slot: Slot) -> None:
+    def __init__(
+        self, run: TranscriptionRun, slot: Slot, finished: Callable[[Transcript, float], None] | None = None
+    ) -> None:
         self.run = run
         self._slot = slot
+        self._finished = finished
+        self.compute_seconds = 0.0  # engine time so far: decoding, language detection, each window
 
     @property
     def transcript(self) -> Transcript:
@@ -32,10 +38,17 @@ class SegmentStream:
 
     async def segments(self) -> AsyncIterator[Segment]:
         try:
-            while (segment := await self._slot.run(self.run.next_segment)) is not None:
+            while True:
+                started = time.perf_counter()
+                segment = await self._slot.run(self.run.next_segment)
+                self.compute_seconds += time.perf_counter() - started
+                if segment is None:
+                    break
                 yield segment
         finally:
             self.close()
+        if self._finished is not None:
+            self._finished(self.run.transcript, self.compute_seconds)
 
     def close(self) -> None:
         self._slot.release()
@@ -45,21 +58,31 @@ class SpeechToText:
     def __init__(self, registry: ModelRegistry, gate: EngineGate) -> None:
         self.registry = registry
         self.gate = gate
+        self.listeners: list[AudioListener] = []  # told of each finished transcription (the server's metrics)
+
+    def _report(self, spec: ModelSpec, transcript: Transcript, compute_seconds: float) -> None:
+        notify(self.listeners, AudioWork("speech-to-text", spec.id, transcript.duration, compute_seconds))
 
     def resolve(self, model: str) -> ModelSpec:
         return self.registry.resolve(model, kind="stt")
 
     def _start(
         self, spec: ModelSpec, source: BinaryIO, options: TranscribeOptions, lease: contextlib.ExitStack
-    ) -> TranscriptionRun:
+    ) -> tuple[TranscriptionRun, float]:
+        """The run, and the seconds spent starting it (decoding, language detection), loading excepted."""
         engine: WhisperEngine = lease.enter_context(self.registry.lease(spec))
+        started = time.perf_counter()
         engine.check(options)
         audio = decode_audio(source)
-        return engine.start(audio, options)
+        return engine.start(audio, options), time.perf_counter() - started
 
     def _transcribe(self, spec: ModelSpec, source: BinaryIO, options: TranscribeOptions) -> Transcript:
         with contextlib.ExitStack() as lease:
-            return self._start(spec, source, options, lease).run_to_end()
+            run, seconds = self._start(spec, source, options, lease)
+            started = time.perf_counter()
+            transcript = run.run_to_end()
+        self._report(spec, transcript, seconds + time.perf_counter() - started)
+        return transcript
 
     async def transcribe(self, spec: ModelSpec, source: BinaryIO, options: TranscribeOptions) -> Transcript:
         async with self.gate.slot() as slot:
@@ -67,7 +90,10 @@ class SpeechToText:
 
     def _transcribe_samples(self, spec: ModelSpec, audio: np.ndarray, options: TranscribeOptions) -> Transcript:
         with self.registry.lease(spec) as engine:
-            return engine.start(audio, options).run_to_end()
+            started = time.perf_counter()
+            transcript = engine.start(audio, options).run_to_end()
+        self._report(spec, transcript, time.perf_counter() - started)
+        return transcript
 
     async def transcribe_samples(self, spec: ModelSpec, audio: np.ndarray, options: TranscribeOptions) -> Transcript:
         """Transcribe 16 kHz mono float32 samples already in memory (a realtime session's buffer)."""
@@ -79,5 +105,7 @@ class SpeechToText:
         ordinary error response rather than a failure inside an event stream."""
         slot = await self.gate.acquire()
         with slot.released_on_error():
-            run = await slot.run(self._start, spec, source, options, slot.leases)
-        return SegmentStream(run, slot)
+            run, seconds = await slot.run(self._start, spec, source, options, slot.leases)
+        stream = SegmentStream(run, slot, lambda transcript, seconds: self._report(spec, transcript, seconds))
+        stream.compute_seconds = seconds
+        return stream

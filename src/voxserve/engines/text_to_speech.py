@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from voxserve.audio.encode import AudioEncoder
 from voxserve.engines.admission import EngineGate, Slot
+from voxserve.engines.events import AudioListener, AudioWork, notify
 from voxserve.engines.piper_tts import PiperEngine
 from voxserve.engines.registry import ModelRegistry, ModelSpec
 from voxserve.errors import InvalidRequest
@@ -54,13 +56,25 @@ def input_tokens(text: str) -> int:
 class SpeechStream:
     """Encoded audio pieces, one per synthesized sentence, each step run on the engine's threads."""
 
-    def __init__(self, steps: Iterator[bytes], slot: Slot, encoder: AudioEncoder) -> None:
+    def __init__(
+        self,
+        steps: Iterator[bytes],
+        slot: Slot,
+        encoder: AudioEncoder,
+        finished: Callable[[float, float], None] | None = None,
+    ) -> None:
         self._steps = steps
         self._slot = slot  # with the voice's lease
         self.encoder = encoder
+        self._finished = finished  # (audio seconds, compute seconds), once the clip is complete
+        self.compute_seconds = 0.0
 
     def _next(self) -> bytes | None:
-        return next(self._steps, None)
+        started = time.perf_counter()
+        try:
+            return next(self._steps, None)
+        finally:
+            self.compute_seconds += time.perf_counter() - started
 
     async def chunks(self) -> AsyncIterator[bytes]:
         try:
@@ -69,6 +83,8 @@ class SpeechStream:
                     yield chunk
         finally:
             self.close()
+        if self._finished is not None:
+            self._finished(self.encoder.duration, self.compute_seconds)
 
     @property
     def output_tokens(self) -> int:
@@ -83,6 +99,10 @@ class TextToSpeech:
         self.registry = registry
         self.gate = gate
         self.voices = voices
+        self.listeners: list[AudioListener] = []  # told of each finished clip (the server's metrics)
+
+    def _report(self, voice: VoiceEntry, audio_seconds: float, compute_seconds: float) -> None:
+        notify(self.listeners, AudioWork("text-to-speech", voice.spec.id, audio_seconds, compute_seconds))
 
     def resolve_model(self, model: str) -> ModelSpec:
         return self.registry.resolve(model, kind="tts")
@@ -103,7 +123,8 @@ class TextToSpeech:
         with slot.released_on_error():
             engine: PiperEngine = await slot.run(slot.leases.enter_context, self.registry.lease(voice.spec))
             encoder = AudioEncoder(fmt, engine.sample_rate)
-        return SpeechStream(self._steps(engine, text, speed, encoder), slot, encoder)
+        steps = self._steps(engine, text, speed, encoder)
+        return SpeechStream(steps, slot, encoder, lambda audio, compute: self._report(voice, audio, compute))
 
     async def synthesize(self, voice: VoiceEntry, text: str, speed: float, fmt: str) -> tuple[bytes, float]:
         """The whole clip at once (wav and flac then carry their true length), and its seconds."""
@@ -112,5 +133,8 @@ class TextToSpeech:
 
     def _synthesize(self, voice: VoiceEntry, text: str, speed: float, fmt: str) -> tuple[bytes, float]:
         with self.registry.lease(voice.spec) as engine:
+            started = time.perf_counter()  # synthesis time, not the voice's loading
             encoder = AudioEncoder(fmt, engine.sample_rate, seekable=True)
-            return b"".join(self._steps(engine, text, speed, encoder)), encoder.duration
+            audio = b"".join(self._steps(engine, text, speed, encoder))
+        self._report(voice, encoder.duration, time.perf_counter() - started)
+        return audio, encoder.duration

@@ -16,6 +16,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
 from voxserve.errors import InvalidRequest
+from voxserve.server.metrics import note_requested_model
 
 _SUBKEY = re.compile(r"^([^\[\]]+)\[([^\[\]]*)\]$")
 LIST_FIELDS = frozenset({"include", "timestamp_granularities", "languages", "keywords", "known_speaker_names"})
@@ -67,6 +68,7 @@ async def read_audio_form(request: Request) -> AudioForm:
         else:
             fields[name] = value
 
+    note_requested_model(request, fields.get("model"))
     strategy = fields.get("chunking_strategy")
     if isinstance(strategy, str) and strategy.strip().startswith("{"):
         try:

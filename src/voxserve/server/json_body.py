@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import Request
 
 from voxserve.errors import InvalidRequest
+from voxserve.server.metrics import note_requested_model
 
 
 async def json_object(request: Request) -> dict[str, Any]:
@@ -24,4 +25,5 @@ async def json_object(request: Request) -> dict[str, Any]:
         raise InvalidRequest(f"The body is not valid JSON: {exc}.") from exc
     if not isinstance(body, dict):
         raise InvalidRequest("The body must be a JSON object.")
+    note_requested_model(request, body.get("model"))
     return body

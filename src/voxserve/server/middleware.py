@@ -64,7 +64,7 @@ class RequestIdMiddleware:
 
 
 class ApiKeyMiddleware:
-    """With keys configured, every route but /health needs `Authorization: Bearer <key>`.
+    """With keys configured, every route but /health (and what `is_open` allows) needs `Authorization: Bearer <key>`.
 
     WebSocket handshakes are checked too, before they are accepted, and may also carry the key as the
     browser subprotocol `openai-insecure-api-key.<key>`. Ephemeral keys (`ek_…`) open `/v1/realtime`
@@ -76,10 +76,17 @@ class ApiKeyMiddleware:
     OPEN_PATHS = frozenset({"/health", "/healthz"})
     REALTIME_PATH = "/v1/realtime"
 
-    def __init__(self, app: ASGIApp, keys: list[str], verify_ephemeral: EphemeralVerifier | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        keys: list[str],
+        verify_ephemeral: EphemeralVerifier | None = None,
+        is_open: Callable[[str], bool] | None = None,
+    ) -> None:
         self.app = app
         self.keys = [k.encode() for k in keys]
         self.verify_ephemeral = verify_ephemeral
+        self.is_open = is_open
 
     @staticmethod
     def _token(scope: Scope) -> str | None:
@@ -119,7 +126,11 @@ class ApiKeyMiddleware:
         return f"Incorrect API key provided: {masked}."
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or scope["path"] in self.OPEN_PATHS:
+        if (
+            scope["type"] not in ("http", "websocket")
+            or scope["path"] in self.OPEN_PATHS
+            or (self.is_open is not None and self.is_open(scope["path"]))
+        ):
             await self.app(scope, receive, send)
             return
         message = self._check(scope)

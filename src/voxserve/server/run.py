@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import logging.config
+from typing import Any
 
 from voxserve.config import Settings
 
@@ -36,11 +38,20 @@ def run_server(settings: Settings) -> None:
     from voxserve.server.app import create_asgi
 
     check_bind(settings)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    options: dict[str, Any] = {}
+    if settings.log_format == "json":
+        from voxserve.server.log_config import json_log_config
+
+        config = json_log_config(settings.log_level)
+        logging.config.dictConfig(config)  # now, so that building the app logs JSON too
+        options = {"log_config": config, "access_log": False}  # voxserve writes its own access line
+    else:
+        logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(
         create_asgi(settings),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
         timeout_graceful_shutdown=5,
+        **options,
     )
