@@ -42,9 +42,11 @@ class SegmentStream:
 
 
 class SpeechToText:
-    def __init__(self, registry: ModelRegistry, gate: EngineGate) -> None:
+    def __init__(self, registry: ModelRegistry, gate: EngineGate, max_audio_seconds: float | None = None) -> None:
         self.registry = registry
         self.gate = gate
+        # Decoding stops (InvalidRequest) past this much audio, whatever the upload's compression.
+        self.max_audio_seconds = max_audio_seconds
 
     def resolve(self, model: str) -> ModelSpec:
         return self.registry.resolve(model, kind="stt")
@@ -54,16 +56,16 @@ class SpeechToText:
     ) -> TranscriptionRun:
         engine: WhisperEngine = lease.enter_context(self.registry.lease(spec))
         engine.check(options)
-        audio = decode_audio(source)
+        audio = decode_audio(source, max_seconds=self.max_audio_seconds)
         return engine.start(audio, options)
 
-    def _transcribe(self, spec: ModelSpec, source: BinaryIO, options: TranscribeOptions) -> Transcript:
-        with contextlib.ExitStack() as lease:
-            return self._start(spec, source, options, lease).run_to_end()
-
     async def transcribe(self, spec: ModelSpec, source: BinaryIO, options: TranscribeOptions) -> Transcript:
-        async with self.gate.slot() as slot:
-            return await slot.run(self._transcribe, spec, source, options)
+        """The whole transcript, decoded one step at a time: cancelling the caller (a client that left)
+        frees the slot at once and stops the decoding after the step in progress."""
+        stream = await self.open_stream(spec, source, options)
+        async for _ in stream.segments():
+            pass
+        return stream.transcript
 
     def _transcribe_samples(self, spec: ModelSpec, audio: np.ndarray, options: TranscribeOptions) -> Transcript:
         with self.registry.lease(spec) as engine:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import regex
 
 from voxserve.audio.encode import AudioEncoder
 from voxserve.engines.admission import EngineGate, Slot
@@ -17,6 +19,29 @@ from voxserve.transcript import audio_tokens
 
 # A clip with no speakable text (only punctuation or emoji) still decodes: 100 ms of silence.
 _EMPTY_CLIP_SECONDS = 0.1
+
+# An emoji with what binds it into one picture: skin tones, variation selectors, keycaps, flag tags,
+# and zero-width joiners between pictographs (a joiner elsewhere belongs to the script around it).
+_EMOJI = regex.compile(
+    r"[\u200d\ufe0e\ufe0f]*(?:[\p{Extended_Pictographic}\p{Regional_Indicator}\p{Emoji_Modifier}"
+    r"\u20e3\U000E0020-\U000E007F][\u200d\ufe0e\ufe0f]*)+"
+)
+_KEEP_CONTROLS = frozenset("\t\n\r")
+
+
+def speakable_text(text: str) -> str:
+    """The text the voice is given: what a reader would say aloud, nothing that breaks the phonemizer.
+
+    Emoji are left unsaid (espeak-ng would read 🎉 as "party popper"), as a screen reader's speech
+    mode or a person reading a message aloud would; control characters (a NUL ends espeak-ng's C
+    string and raised mid-response), surrogates, private-use and unassigned code points become spaces;
+    Piper's `[[ phonemes ]]` syntax is not applied, because an OpenAI client sends text, not phonemes.
+    """
+    text = _EMOJI.sub(" ", text)
+    text = "".join(
+        " " if unicodedata.category(ch) in ("Cc", "Cs", "Co", "Cn") and ch not in _KEEP_CONTROLS else ch for ch in text
+    )
+    return text.replace("[[", "[ [").replace("]]", "] ]")
 
 
 @dataclass(frozen=True)
@@ -88,29 +113,38 @@ class TextToSpeech:
         return self.registry.resolve(model, kind="tts")
 
     @staticmethod
-    def _steps(engine: PiperEngine, text: str, speed: float, encoder: AudioEncoder) -> Iterator[bytes]:
+    def _speak(engine: PiperEngine, sentences: list[list[str]], speed: float, encoder: AudioEncoder) -> Iterator[bytes]:
         spoken = False
-        for sentence in engine.sentences(text, speed):
-            spoken = True
-            yield encoder.write(sentence)
+        for phonemes in sentences:
+            audio = engine.speak(phonemes, speed)
+            if audio.size:
+                spoken = True
+                yield encoder.write(audio)
         if not spoken:
             yield encoder.write(np.zeros(int(engine.sample_rate * _EMPTY_CLIP_SECONDS), dtype=np.float32))
         yield encoder.close()
 
-    async def open_stream(self, voice: VoiceEntry, text: str, speed: float, fmt: str) -> SpeechStream:
-        """Admit now (a full queue is an ordinary 429), then synthesize lazily as the client reads."""
+    @staticmethod
+    def _steps(engine: PiperEngine, text: str, speed: float, encoder: AudioEncoder) -> Iterator[bytes]:
+        """Every encoded piece of `text`, in-process and unadmitted (what the benchmarks compare with)."""
+        yield from TextToSpeech._speak(engine, engine.phonemize(speakable_text(text)), speed, encoder)
+
+    async def open_stream(
+        self, voice: VoiceEntry, text: str, speed: float, fmt: str, *, seekable: bool = False
+    ) -> SpeechStream:
+        """Admit and read the text now (a full queue is an ordinary 429, text the phonemizer cannot take
+        an ordinary 400, before any byte is sent), then synthesize lazily as the client reads."""
         slot = await self.gate.acquire()
         with slot.released_on_error():
             engine: PiperEngine = await slot.run(slot.leases.enter_context, self.registry.lease(voice.spec))
-            encoder = AudioEncoder(fmt, engine.sample_rate)
-        return SpeechStream(self._steps(engine, text, speed, encoder), slot, encoder)
+            sentences = await slot.run(engine.phonemize, speakable_text(text))
+            encoder = AudioEncoder(fmt, engine.sample_rate, seekable=seekable)
+        return SpeechStream(self._speak(engine, sentences, speed, encoder), slot, encoder)
 
     async def synthesize(self, voice: VoiceEntry, text: str, speed: float, fmt: str) -> tuple[bytes, float]:
-        """The whole clip at once (wav and flac then carry their true length), and its seconds."""
-        async with self.gate.slot() as slot:
-            return await slot.run(self._synthesize, voice, text, speed, fmt)
+        """The whole clip at once (wav and flac then carry their true length), and its seconds.
 
-    def _synthesize(self, voice: VoiceEntry, text: str, speed: float, fmt: str) -> tuple[bytes, float]:
-        with self.registry.lease(voice.spec) as engine:
-            encoder = AudioEncoder(fmt, engine.sample_rate, seekable=True)
-            return b"".join(self._steps(engine, text, speed, encoder)), encoder.duration
+        Synthesized a sentence per step, so cancelling the caller (a client that left) stops it there."""
+        stream = await self.open_stream(voice, text, speed, fmt, seekable=True)
+        pieces = [chunk async for chunk in stream.chunks()]
+        return b"".join(pieces), stream.encoder.duration

@@ -15,6 +15,7 @@ from voxserve.config import Settings
 from voxserve.runtime import Runtime
 from voxserve.server.errors import install_error_handlers
 from voxserve.server.middleware import ApiKeyMiddleware, BodyLimitMiddleware, RequestIdMiddleware
+from voxserve.server.read_deadlines import BodyDeadlineMiddleware
 from voxserve.server.routes import chat as chat_routes
 from voxserve.server.routes import health, models, speech, transcriptions
 
@@ -49,5 +50,6 @@ def create_asgi(settings: Settings | None = None) -> ASGIApp:
     settings = settings or Settings()
     app: ASGIApp = create_app(settings)
     app = BodyLimitMiddleware(app, settings.max_upload_bytes)
+    app = BodyDeadlineMiddleware(app, settings.body_idle_timeout, settings.body_timeout)
     app = ApiKeyMiddleware(app, settings.api_keys)
     return RequestIdMiddleware(app)

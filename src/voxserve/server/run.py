@@ -34,6 +34,7 @@ def run_server(settings: Settings) -> None:
     import uvicorn
 
     from voxserve.server.app import create_asgi
+    from voxserve.server.http_protocol import protocol_with_header_timeout
 
     check_bind(settings)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -43,4 +44,5 @@ def run_server(settings: Settings) -> None:
         port=settings.port,
         log_level=settings.log_level,
         timeout_graceful_shutdown=5,
+        http=protocol_with_header_timeout(settings.header_timeout),
     )
