@@ -20,12 +20,25 @@ from voxserve.server.errors import error_body
 
 log = logging.getLogger(__name__)
 
-_TIMEOUT_BODY = json.dumps(
-    error_body("The request headers did not arrive in time (VOXSERVE_HEADER_TIMEOUT).", "invalid_request_error")
-).encode()
-_TIMEOUT_RESPONSE = (
-    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
-    b"content-length: " + str(len(_TIMEOUT_BODY)).encode() + b"\r\n\r\n" + _TIMEOUT_BODY
+# Request line and headers together; nginx allows 32 KB by default, h11 16 KB. httptools has no limit of
+# its own, so a client could send headers as fast as it likes until the deadline, all kept in memory.
+MAX_HEADER_BYTES = 64 * 1024
+
+
+def _error_response(status: bytes, message: str) -> bytes:
+    """A complete HTTP response with an OpenAI error body, for errors before the app has a request."""
+    body = json.dumps(error_body(message, "invalid_request_error")).encode()
+    return (
+        b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\nconnection: close\r\n"
+        b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+
+
+_TIMEOUT_RESPONSE = _error_response(
+    b"408 Request Timeout", "The request headers did not arrive in time (VOXSERVE_HEADER_TIMEOUT)."
+)
+_TOO_LARGE_RESPONSE = _error_response(
+    b"431 Request Header Fields Too Large", f"The request line and headers exceed {MAX_HEADER_BYTES} bytes."
 )
 
 
@@ -42,6 +55,7 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._header_timer: asyncio.TimerHandle | None = None
         self._partial_request = False
+        self._header_bytes = 0
 
     def _arm_header_deadline(self) -> None:
         if self._header_timer is None:
@@ -72,7 +86,35 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._partial_request = True
+        self._header_bytes = 0
         self._arm_header_deadline()
+
+    def _count_header_bytes(self, size: int) -> None:
+        self._header_bytes += size
+        if self._header_bytes > MAX_HEADER_BYTES:
+            if not self.transport.is_closing():
+                log.info("request headers from %s over %d bytes: 431", self.client, MAX_HEADER_BYTES)
+                self._disarm_header_deadline()
+                self.transport.write(_TOO_LARGE_RESPONSE)
+                self.transport.close()
+            # Stops the parser: httptools raises it as a parser error, which uvicorn answers with
+            # send_400_response, a no-op below once the transport is closing.
+            raise ValueError("request headers too large")
+
+    def on_url(self, url: bytes) -> None:
+        self._count_header_bytes(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_header_bytes(len(name) + len(value) + 4)
+        super().on_header(name, value)
+
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn's own answer to bytes that are not HTTP is text/plain; ours is the OpenAI envelope.
+        if self.transport.is_closing():
+            return
+        self.transport.write(_error_response(b"400 Bad Request", f"{msg} It could not be parsed as HTTP/1.1."))
+        self.transport.close()
 
     def on_headers_complete(self) -> None:
         self._partial_request = False
