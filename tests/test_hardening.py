@@ -395,6 +395,21 @@ def test_unread_body_after_an_early_answer_is_cut_off(hardened: Server) -> None:
     assert time.monotonic() - started < DEADLINE + 3
 
 
+def test_header_flood_gets_431(hardened: Server) -> None:
+    # httptools keeps every header in memory and has no limit of its own.
+    sock = _raw(hardened, b"GET /health HTTP/1.1\r\nHost: x\r\n" + b"X-Flood: " + b"a" * 200_000 + b"\r\n\r\n")
+    received, _ = _read_until_closed(sock, 5)
+    assert received.startswith(b"HTTP/1.1 431"), received[:100]
+    assert b'"error"' in received
+
+
+def test_bytes_that_are_not_http_get_an_openai_400(hardened: Server) -> None:
+    sock = _raw(hardened, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(64)))  # a TLS hello
+    received, _ = _read_until_closed(sock, 5)
+    assert received.startswith(b"HTTP/1.1 400"), received[:100]
+    assert b"application/json" in received and b'"invalid_request_error"' in received
+
+
 def test_keep_alive_and_normal_clients_unaffected(hardened: Server) -> None:
     with httpx.Client(base_url=hardened.base_url) as http:
         for _ in range(3):
