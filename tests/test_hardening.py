@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import socket
+import threading
 import time
 import wave
 from collections.abc import Callable
@@ -239,6 +240,48 @@ def test_damaged_packet_in_the_middle_is_skipped(server: Server, five_sentences:
     mp3[middle : middle + 400] = bytes(400)  # a frame the decoder rejects; before, decoding stopped there
     text = server.client().audio.transcriptions.create(model="whisper-1", file=("damaged.mp3", bytes(mp3))).text
     assert "library" in text.lower() and "fox" in text.lower(), text
+
+
+# --- overload never breaks admitted work ------------------------------------------------------------
+
+
+def test_chat_answer_waits_for_a_busy_voice_instead_of_failing(start_server: Callable[..., Server]) -> None:
+    """A chat answer, admitted and generated, used to fail with 429 (or, streamed, with an error event
+    after its 200) when other speech requests had filled the text-to-speech queue."""
+    busy = start_server({"VOXSERVE_TTS_CONCURRENCY": "1", "VOXSERVE_TTS_QUEUE": "0"})
+    speech = {"model": "tts-1", "voice": "alloy", "response_format": "pcm"}
+    with httpx.Client(base_url=busy.base_url, timeout=120) as http:
+        assert http.post("/v1/audio/speech", json={**speech, "input": "Warm up."}).status_code == 200
+        warm = {"model": "gpt-4o-mini", "max_tokens": 2, "messages": [{"role": "user", "content": "Hi"}]}
+        assert http.post("/v1/chat/completions", json=warm).status_code == 200  # the model is loaded
+        hold = http.stream("POST", "/v1/audio/speech", json={**speech, "input": "A long reading. " * 250})
+        holder = hold.__enter__()
+        pieces = holder.iter_bytes()  # kept: a dropped iterator would close the response
+        next(pieces)  # the only synthesis slot is now this slow reader's
+        try:
+            refused = http.post("/v1/audio/speech", json={**speech, "input": "Me too."})
+            assert_openai_error(refused, 429)  # a speech request is shed, as before
+            answer: list[httpx.Response] = []
+            chat = {
+                "model": "gpt-4o-mini",
+                "max_tokens": 8,
+                "modalities": ["text", "audio"],
+                "audio": {"voice": "alloy", "format": "wav"},
+                "messages": [{"role": "user", "content": "Say hello."}],
+            }
+            asker = threading.Thread(
+                target=lambda: answer.append(httpx.post(f"{busy.base_url}/v1/chat/completions", json=chat, timeout=120))
+            )
+            asker.start()
+            started = time.monotonic()
+            while time.monotonic() - started < 4 or http.get("/health").json()["chat"]["active"]:
+                time.sleep(0.1)  # until the answer has long been generated and needs the voice
+            assert not answer, answer[0].text if answer else ""  # waiting for the voice, not refused
+        finally:
+            hold.__exit__(None, None, None)  # the slow reader leaves; its slot frees
+        asker.join(120)
+    assert answer and answer[0].status_code == 200, answer[0].text if answer else "no answer"
+    assert answer[0].json()["choices"][0]["message"]["audio"]["data"]
 
 
 # --- departed clients ------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import unicodedata
 from collections.abc import AsyncIterator, Iterator
@@ -14,11 +15,13 @@ from voxserve.audio.encode import AudioEncoder
 from voxserve.engines.admission import EngineGate, Slot
 from voxserve.engines.piper_tts import PiperEngine
 from voxserve.engines.registry import ModelRegistry, ModelSpec
-from voxserve.errors import InvalidRequest
+from voxserve.errors import InvalidRequest, Overloaded
 from voxserve.transcript import audio_tokens
 
 # A clip with no speakable text (only punctuation or emoji) still decodes: 100 ms of silence.
 _EMPTY_CLIP_SECONDS = 0.1
+# How often speech for work admitted elsewhere asks again for a place in a full queue.
+_REQUEUE_INTERVAL = 0.05
 
 # An emoji with what binds it into one picture: skin tones, variation selectors, keycaps, flag tags,
 # and zero-width joiners between pictographs (a joiner elsewhere belongs to the script around it).
@@ -129,22 +132,38 @@ class TextToSpeech:
         """Every encoded piece of `text`, in-process and unadmitted (what the benchmarks compare with)."""
         yield from TextToSpeech._speak(engine, engine.phonemize(speakable_text(text)), speed, encoder)
 
+    async def _admit(self, shed: bool) -> Slot:
+        while True:
+            try:
+                return await self.gate.acquire()
+            except Overloaded:
+                if shed:
+                    raise
+            await asyncio.sleep(_REQUEUE_INTERVAL)
+
     async def open_stream(
-        self, voice: VoiceEntry, text: str, speed: float, fmt: str, *, seekable: bool = False
+        self, voice: VoiceEntry, text: str, speed: float, fmt: str, *, seekable: bool = False, shed: bool = False
     ) -> SpeechStream:
-        """Admit and read the text now (a full queue is an ordinary 429, text the phonemizer cannot take
-        an ordinary 400, before any byte is sent), then synthesize lazily as the client reads."""
-        slot = await self.gate.acquire()
+        """Admit and read the text now (text the phonemizer cannot take is an ordinary 400, before any
+        byte is sent), then synthesize lazily as the client reads.
+
+        With `shed`, a full queue is Overloaded (a speech request's 429). Without it the speech waits
+        for a place: it belongs to work already admitted elsewhere (a chat answer streaming its audio,
+        a realtime turn), which must not fail half-way because other clients filled the queue."""
+        slot = await self._admit(shed)
         with slot.released_on_error():
             engine: PiperEngine = await slot.run(slot.leases.enter_context, self.registry.lease(voice.spec))
             sentences = await slot.run(engine.phonemize, speakable_text(text))
             encoder = AudioEncoder(fmt, engine.sample_rate, seekable=seekable)
         return SpeechStream(self._speak(engine, sentences, speed, encoder), slot, encoder)
 
-    async def synthesize(self, voice: VoiceEntry, text: str, speed: float, fmt: str) -> tuple[bytes, float]:
+    async def synthesize(
+        self, voice: VoiceEntry, text: str, speed: float, fmt: str, *, shed: bool = False
+    ) -> tuple[bytes, float]:
         """The whole clip at once (wav and flac then carry their true length), and its seconds.
 
-        Synthesized a sentence per step, so cancelling the caller (a client that left) stops it there."""
-        stream = await self.open_stream(voice, text, speed, fmt, seekable=True)
+        Synthesized a sentence per step, so cancelling the caller (a client that left) stops it there.
+        `shed` as for `open_stream`."""
+        stream = await self.open_stream(voice, text, speed, fmt, seekable=True, shed=shed)
         pieces = [chunk async for chunk in stream.chunks()]
         return b"".join(pieces), stream.encoder.duration

@@ -86,10 +86,10 @@ async def create_speech(request: Request) -> Response:
     media_type = OUTPUT_FORMATS[req.response_format].media_type
     if not req.stream and req.stream_format == "audio":
         audio, _ = await unless_disconnected(
-            request, state.tts.synthesize(voice, req.input, req.speed, req.response_format)
+            request, state.tts.synthesize(voice, req.input, req.speed, req.response_format, shed=True)
         )
         return Response(audio, media_type=media_type)
-    stream = await state.tts.open_stream(voice, req.input, req.speed, req.response_format)
+    stream = await state.tts.open_stream(voice, req.input, req.speed, req.response_format, shed=True)
     if req.stream_format == "sse":
         response: Response = sse_response(_sse_events(stream, req.input))
     else:
