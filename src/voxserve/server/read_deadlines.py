@@ -47,8 +47,7 @@ class BodyDeadlineMiddleware:
             except TimeoutError:
                 if left <= self.idle:
                     raise RequestTimeout(
-                        f"The request body did not arrive within {self.total:g} seconds "
-                        "(VOXSERVE_BODY_TIMEOUT)."
+                        f"The request body did not arrive within {self.total:g} seconds (VOXSERVE_BODY_TIMEOUT)."
                     ) from None
                 raise RequestTimeout(
                     f"No part of the request body arrived for {self.idle:g} seconds (VOXSERVE_BODY_IDLE_TIMEOUT)."
