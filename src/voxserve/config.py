@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     max_upload_mb: float = 25.0
     # Decoded audio is capped by duration, not bytes: a small, highly compressed upload can hold hours.
     max_audio_seconds: float = 3600.0
+    # Read deadlines for slow clients, in seconds: request line and headers; the longest wait for the
+    # next piece of a body; the whole body (a 25 MB upload at 100 KB/s takes about 250 s).
+    header_timeout: float = Field(10.0, gt=0)
+    body_idle_timeout: float = Field(30.0, gt=0)
+    body_timeout: float = Field(300.0, gt=0)
 
     # Model registry
     default_stt_model: str = "whisper-base"

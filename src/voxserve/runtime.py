@@ -60,7 +60,7 @@ class Runtime:
             )
         else:
             chat = EmbeddedChat(registry, chat_gate)
-        stt = SpeechToText(registry, stt_gate)
+        stt = SpeechToText(registry, stt_gate, settings.max_audio_seconds)
         tts = TextToSpeech(registry, tts_gate, voices)
         answers = SpokenAnswers(ttl=settings.audio_answer_ttl, max_entries=settings.audio_answer_max)
         voice_chat = VoiceChat(stt, tts, answers, settings.default_stt_model, settings.chat_stt_beam_size)

@@ -13,6 +13,7 @@ from piper import PiperVoice
 from piper.config import PiperConfig
 
 from voxserve.audio.tempo import change_tempo
+from voxserve.engines.isolated_phonemizer import PHONEMIZER, IsolatedPhonemizer
 
 
 @dataclass(frozen=True)
@@ -38,10 +39,14 @@ def find_voices(directory: Path) -> list[VoiceFiles]:
 
 
 class PiperEngine:
-    def __init__(self, voice: PiperVoice, name: str) -> None:
+    def __init__(
+        self, voice: PiperVoice, name: str, config_path: Path, phonemizer: IsolatedPhonemizer = PHONEMIZER
+    ) -> None:
         self.voice = voice
         self.name = name
         self.sample_rate = int(voice.config.sample_rate)
+        self.config_path = config_path
+        self.phonemizer = phonemizer
 
     @classmethod
     def load(cls, files: VoiceFiles, threads: int = 0) -> PiperEngine:
@@ -56,14 +61,33 @@ class PiperEngine:
             str(files.model), sess_options=options, providers=["CPUExecutionProvider"]
         )
         config = PiperConfig.from_dict(json.loads(files.config.read_text(encoding="utf-8")))
-        return cls(PiperVoice(session=session, config=config), files.name)
+        PHONEMIZER.start()
+        return cls(PiperVoice(session=session, config=config), files.name, files.config)
+
+    def phonemize(self, text: str) -> list[list[str]]:
+        """Phonemes per sentence, from the isolated phonemizer (raises PhonemizeFailed, a 400)."""
+        return self.phonemizer.phonemize(str(self.config_path), text)
+
+    def speak(self, phonemes: list[str], speed: float = 1.0) -> np.ndarray:
+        """One sentence's phonemes as float32 mono audio at `sample_rate` (what `PiperVoice.synthesize`
+        does per sentence: ids, the model, peak normalisation), time-stretched to `speed`.
+
+        Speed is applied by time-stretching (pitch kept); see `audio.tempo` for why not Piper's
+        length scale.
+        """
+        if not phonemes:
+            return np.zeros(0, dtype=np.float32)
+        audio = self.voice.phoneme_ids_to_audio(self.voice.phonemes_to_ids(phonemes))
+        if isinstance(audio, tuple):  # (audio, alignments) from a voice patched for alignments
+            audio = audio[0]
+        peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+        audio = audio / peak if peak >= 1e-8 else np.zeros_like(audio)
+        audio = np.clip(audio, -1.0, 1.0).astype(np.float32)
+        return change_tempo(audio, self.sample_rate, speed) if audio.size else audio
 
     def sentences(self, text: str, speed: float = 1.0) -> Iterator[np.ndarray]:
-        """Float32 mono audio at `sample_rate`, one array per sentence, each as soon as it is spoken.
-
-        Speed is applied by time-stretching each sentence (pitch kept); see `audio.tempo` for why
-        not Piper's length scale.
-        """
-        for chunk in self.voice.synthesize(text):
-            if chunk.audio_float_array.size:
-                yield change_tempo(chunk.audio_float_array, self.sample_rate, speed)
+        """Float32 mono audio at `sample_rate`, one array per sentence, each as soon as it is spoken."""
+        for phonemes in self.phonemize(text):
+            audio = self.speak(phonemes, speed)
+            if audio.size:
+                yield audio

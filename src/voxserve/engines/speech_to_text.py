@@ -55,10 +55,12 @@ class SegmentStream:
 
 
 class SpeechToText:
-    def __init__(self, registry: ModelRegistry, gate: EngineGate) -> None:
+    def __init__(self, registry: ModelRegistry, gate: EngineGate, max_audio_seconds: float | None = None) -> None:
         self.registry = registry
         self.gate = gate
         self.listeners: list[AudioListener] = []  # told of each finished transcription (the server's metrics)
+        # Decoding stops (InvalidRequest) past this much audio, whatever the upload's compression.
+        self.max_audio_seconds = max_audio_seconds
 
     def _report(self, spec: ModelSpec, transcript: Transcript, compute_seconds: float) -> None:
         notify(self.listeners, AudioWork("speech-to-text", spec.id, transcript.duration, compute_seconds))
@@ -73,20 +75,16 @@ class SpeechToText:
         engine: WhisperEngine = lease.enter_context(self.registry.lease(spec))
         started = time.perf_counter()
         engine.check(options)
-        audio = decode_audio(source)
+        audio = decode_audio(source, max_seconds=self.max_audio_seconds)
         return engine.start(audio, options), time.perf_counter() - started
 
-    def _transcribe(self, spec: ModelSpec, source: BinaryIO, options: TranscribeOptions) -> Transcript:
-        with contextlib.ExitStack() as lease:
-            run, seconds = self._start(spec, source, options, lease)
-            started = time.perf_counter()
-            transcript = run.run_to_end()
-        self._report(spec, transcript, seconds + time.perf_counter() - started)
-        return transcript
-
     async def transcribe(self, spec: ModelSpec, source: BinaryIO, options: TranscribeOptions) -> Transcript:
-        async with self.gate.slot() as slot:
-            return await slot.run(self._transcribe, spec, source, options)
+        """The whole transcript, decoded one step at a time: cancelling the caller (a client that left)
+        frees the slot at once and stops the decoding after the step in progress."""
+        stream = await self.open_stream(spec, source, options)
+        async for _ in stream.segments():
+            pass
+        return stream.transcript
 
     def _transcribe_samples(self, spec: ModelSpec, audio: np.ndarray, options: TranscribeOptions) -> Transcript:
         with self.registry.lease(spec) as engine:

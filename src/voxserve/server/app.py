@@ -17,6 +17,7 @@ from voxserve.server.errors import install_error_handlers
 from voxserve.server.metrics import Metrics, MetricsMiddleware, metrics_need_key
 from voxserve.server.metrics import router as metrics_router
 from voxserve.server.middleware import ApiKeyMiddleware, BodyLimitMiddleware, RequestIdMiddleware
+from voxserve.server.read_deadlines import BodyDeadlineMiddleware
 from voxserve.server.routes import chat as chat_routes
 from voxserve.server.routes import health, models, realtime, speech, transcriptions
 from voxserve.server.routes.playground import is_playground_path, mount_playground
@@ -57,6 +58,7 @@ def create_asgi(settings: Settings | None = None) -> ASGIApp:
     fastapi_app = create_app(settings)
     hub = fastapi_app.state.vox.realtime
     app: ASGIApp = BodyLimitMiddleware(fastapi_app, settings.max_upload_bytes)
+    app = BodyDeadlineMiddleware(app, settings.body_idle_timeout, settings.body_timeout)
     metrics_open = not metrics_need_key(settings)
     app = ApiKeyMiddleware(
         app,

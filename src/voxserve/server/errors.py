@@ -15,6 +15,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 
 from voxserve.errors import (
     InvalidRequest,
@@ -36,6 +38,13 @@ class RequestTooLarge(VoxError):
         super().__init__(f"Maximum content size limit ({limit}) exceeded ({seen} bytes read)")
 
 
+class RequestTimeout(VoxError):
+    """The client sent its body too slowly (HTTP 408; the connection is closed)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="request_timeout")
+
+
 class AuthenticationFailed(VoxError):
     def __init__(self, message: str) -> None:
         super().__init__(message, code="invalid_api_key")
@@ -43,6 +52,7 @@ class AuthenticationFailed(VoxError):
 
 _STATUS: list[tuple[type[VoxError], int]] = [
     (RequestTooLarge, 413),
+    (RequestTimeout, 408),
     (AuthenticationFailed, 401),
     (ModelNotFound, 404),
     (Overloaded, 429),
@@ -74,6 +84,8 @@ def vox_error_response(exc: VoxError) -> JSONResponse:
     if isinstance(exc, Overloaded):
         headers["Retry-After"] = str(exc.retry_after)
         headers["retry-after-ms"] = str(exc.retry_after * 1000)
+    if isinstance(exc, RequestTimeout):
+        headers["Connection"] = "close"  # the rest of the body is never read: the connection is done
     return JSONResponse(vox_error_body(exc), status_code=status_for(exc), headers=headers)
 
 
@@ -133,6 +145,17 @@ def install_error_handlers(app: FastAPI) -> None:
         elif exc.status_code == 405:
             message = "Method not allowed for this route."
         return JSONResponse(error_body(message, type_), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _client_left(request: Request, _: ClientDisconnect) -> Response:
+        # Nobody is left to answer: one line in the log, and a response nobody will read.
+        log.info(
+            "client closed the request: %s %s (%s)",
+            request.method,
+            request.url.path,
+            request.scope.get("state", {}).get("request_id", "-"),
+        )
+        return Response(status_code=499)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -36,6 +36,7 @@ def run_server(settings: Settings) -> None:
     import uvicorn
 
     from voxserve.server.app import create_asgi
+    from voxserve.server.http_protocol import protocol_with_header_timeout
 
     check_bind(settings)
     options: dict[str, Any] = {}
@@ -54,4 +55,5 @@ def run_server(settings: Settings) -> None:
         log_level=settings.log_level,
         timeout_graceful_shutdown=5,
         **options,
+        http=protocol_with_header_timeout(settings.header_timeout),
     )

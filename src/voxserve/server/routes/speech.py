@@ -14,6 +14,7 @@ from starlette.background import BackgroundTask
 from voxserve.audio.encode import OUTPUT_FORMATS
 from voxserve.engines.text_to_speech import SpeechStream, input_tokens
 from voxserve.errors import InvalidRequest
+from voxserve.server.disconnect import unless_disconnected
 from voxserve.server.errors import invalid_from_validation
 from voxserve.server.json_body import json_object
 from voxserve.server.sse import sse_response
@@ -84,9 +85,11 @@ async def create_speech(request: Request) -> Response:
     voice = state.tts.voices.resolve(req.voice_name)
     media_type = OUTPUT_FORMATS[req.response_format].media_type
     if not req.stream and req.stream_format == "audio":
-        audio, _ = await state.tts.synthesize(voice, req.input, req.speed, req.response_format)
+        audio, _ = await unless_disconnected(
+            request, state.tts.synthesize(voice, req.input, req.speed, req.response_format, shed=True)
+        )
         return Response(audio, media_type=media_type)
-    stream = await state.tts.open_stream(voice, req.input, req.speed, req.response_format)
+    stream = await state.tts.open_stream(voice, req.input, req.speed, req.response_format, shed=True)
     if req.stream_format == "sse":
         response: Response = sse_response(_sse_events(stream, req.input))
     else:

@@ -15,6 +15,7 @@ from voxserve.engines.whisper import DEFAULT_VAD, TranscribeOptions, VadSettings
 from voxserve.errors import InvalidRequest
 from voxserve.formats import transcript_json
 from voxserve.formats.subtitles import to_srt, to_vtt
+from voxserve.server.disconnect import unless_disconnected
 from voxserve.server.errors import invalid_from_validation
 from voxserve.server.forms import AudioForm, read_audio_form
 from voxserve.server.schemas import ServerVad, TranscriptionRequest, TranslationRequest
@@ -114,7 +115,7 @@ async def create_transcription(request: Request) -> Response:
             # Releases the engine slot even if the client left before the first event was sent.
             response.background = BackgroundTask(stream.close)
             return response
-        transcript = await state.stt.transcribe(spec, form.file.file, options)
+        transcript = await unless_disconnected(request, state.stt.transcribe(spec, form.file.file, options))
     finally:
         await form.close()
     return _render(
@@ -141,7 +142,7 @@ async def create_translation(request: Request) -> Response:
             temperature=req.temperature,
             beam_size=state.settings.beam_size,
         )
-        transcript = await state.stt.transcribe(spec, form.file.file, options)
+        transcript = await unless_disconnected(request, state.stt.transcribe(spec, form.file.file, options))
     finally:
         await form.close()
     return _render(transcript, req.response_format, usage=None)
