@@ -134,15 +134,16 @@ class _Batch:
     def __init__(
         self, model: WhisperModel, features: list[np.ndarray], settings: DecoderSettings, *, full: bool = False
     ) -> None:
+        self._model = model
         self.features = features
         self.content_frames = [f.shape[-1] for f in features]
         self.frames = WINDOW_FRAMES if full else window_frames(max(self.content_frames), settings)
-        stacked = np.zeros((len(features), features[0].shape[0], self.frames), dtype=np.float32)
+        self._stacked = np.zeros((len(features), features[0].shape[0], self.frames), dtype=np.float32)
         for index, item in enumerate(features):
-            stacked[index, :, : item.shape[-1]] = item
+            self._stacked[index, :, : item.shape[-1]] = item
             if settings.pad_with_silence and item.size:
-                stacked[index, :, item.shape[-1] :] = item.min()
-        self.encoded = model.encode(stacked)
+                self._stacked[index, :, item.shape[-1] :] = item.min()
+        self.encoded = model.encode(self._stacked)
 
     @property
     def trimmed(self) -> bool:
@@ -151,9 +152,11 @@ class _Batch:
     def subset(self, indices: list[int]) -> ctranslate2.StorageView:
         if len(indices) == len(self.content_frames):
             return self.encoded
-        # Only on fallback or alignment of some items: a copy of a few MB, small beside decoding.
-        full = np.asarray(self.encoded)
-        return ctranslate2.StorageView.from_array(np.ascontiguousarray(full[indices]))
+        if self.encoded.device == "cpu":
+            # Only on fallback or alignment of some items: a copy of a few MB, small beside decoding.
+            full = np.asarray(self.encoded)
+            return ctranslate2.StorageView.from_array(np.ascontiguousarray(full[indices]))
+        return self._model.encode(self._stacked[indices])  # device memory: encoding again is simpler
 
 
 @dataclass(frozen=True)
