@@ -252,11 +252,7 @@ class TranscriptionRun:
         self.windows += len(jobs)
         prompts = [self._prompt(job) for job in jobs]
         results = self._decode(batch, prompts)
-        redo = [
-            i
-            for i, (job, result) in enumerate(zip(jobs, results, strict=True))
-            if batch.trimmed and not job.continued and self._unsure(result)
-        ]
+        redo = [i for i, result in enumerate(results) if batch.trimmed and self._unsure(result)]
         full = None
         if redo:
             # A trimmed window is only trusted when Whisper is sure of what it heard; otherwise the
