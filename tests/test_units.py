@@ -252,18 +252,12 @@ def test_llama_arguments() -> None:
         llama_arguments({"n": 2})
 
 
-def test_trimmed_window_keeps_audio_and_some_padding() -> None:
-    import numpy as np
+def test_window_keeps_audio_and_some_padding() -> None:
+    from voxserve.engines.whisper import DecoderSettings, window_frames
 
-    from voxserve.engines.whisper import trimmed_window
-
-    window = np.zeros((80, 3000), np.float32)
-    window[:, :450] = -0.5  # 4.5 s of audio (log-mel is never exactly zero), then padding
-    assert trimmed_window(window).shape == (80, 800)  # 450 + 300 frames, rounded up to 100
-    assert np.array_equal(trimmed_window(window)[:, :450], window[:, :450])
-    full = np.full((80, 3000), -0.5, np.float32)
-    assert trimmed_window(full) is full
-    assert trimmed_window(window[None]).shape == (1, 80, 800)
+    assert window_frames(450, DecoderSettings()) == 800  # 450 + 300 frames, rounded up to 100
+    assert window_frames(2900, DecoderSettings()) == 3000
+    assert window_frames(450, DecoderSettings(trim_padding=False)) == 3000
 
 
 def test_slot_release_closes_its_leases_and_opening_failures_release() -> None:

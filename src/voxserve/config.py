@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     beam_size: int = 5
     # Encode only the audio in each Whisper window, not its padding to 30 s (see engines/whisper.py).
     whisper_trim_padding: bool = True
+    # Chunks of long audio decoded together in one beam search (faster on long audio; each step of a
+    # transcription is one batch, so larger batches also make a step longer).
+    whisper_batch_size: int = 4
+    # The first chunk of audio longer than 30 s is at most this long, so a stream's first delta comes early.
+    whisper_first_chunk_seconds: float = 10.0
 
     # Admission control for the speech-to-text engine
     stt_concurrency: int = 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 
@@ -73,6 +74,18 @@ def next_piece(segment: Segment, text_so_far: str) -> str:
     """
     piece = segment.text.rstrip()
     return piece if text_so_far else piece.lstrip()
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?。！？])(?=\s)")
+
+
+def sentence_pieces(text: str) -> list[str]:
+    """`text` cut after each sentence-ending mark that a space follows; the pieces join to `text`.
+
+    Whisper's segments are phrases by its own timestamps and can hold several sentences; a stream
+    sends each sentence as its own delta.
+    """
+    return [piece for piece in _SENTENCE_END.split(text) if piece] or [text]
 
 
 def text_pieces(segments: list[Segment]) -> list[str]:

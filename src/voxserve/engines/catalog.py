@@ -10,8 +10,9 @@ from voxserve.config import OPENAI_VOICES, Settings
 from voxserve.engines.llama_chat import LlamaEngine
 from voxserve.engines.piper_tts import PiperEngine, VoiceFiles, find_voices
 from voxserve.engines.registry import ModelRegistry, ModelSpec
+from voxserve.engines.speech_chunks import ChunkPolicy
 from voxserve.engines.text_to_speech import VoiceBook, VoiceEntry
-from voxserve.engines.whisper import WhisperEngine
+from voxserve.engines.whisper import DecoderSettings, WhisperEngine
 
 # Fixed creation times keep /v1/models stable across restarts.
 _CREATED = 1732147200
@@ -27,6 +28,10 @@ def _whisper_spec(settings: Settings, model_id: str, locate: Callable[[], Path |
             cpu_threads=settings.effective_cpu_threads,
             num_workers=settings.stt_concurrency,
             trim_padding=settings.whisper_trim_padding,
+            settings=DecoderSettings(
+                chunking=ChunkPolicy(first_max_seconds=settings.whisper_first_chunk_seconds),
+                batch_size=settings.whisper_batch_size,
+            ),
         )
 
     return ModelSpec(id=model_id, kind="stt", loader=load, created=_CREATED)

@@ -18,7 +18,7 @@ from voxserve.transcript import Segment, Transcript
 
 
 class SegmentStream:
-    """Segments decoded one window at a time, each step on the engine's threads.
+    """Segments decoded one step at a time (a chunk, or a batch of chunks), each step on the engine's threads.
 
     Holds its admission slot (and with it the model lease) until exhausted or closed; closing early
     (a client that went away) stops decoding after the current window.

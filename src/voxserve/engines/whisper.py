@@ -1,26 +1,41 @@
-"""Speech to text with faster-whisper (CTranslate2), gated by Silero VAD so silence yields no text."""
+"""Speech to text with Whisper (CTranslate2 weights through faster-whisper), one VAD chunk batch at a time.
+
+The input is cut into chunks of speech by Silero VAD (`speech_chunks`), each at most one 30 s window
+and each ending in a pause. Every chunk is decoded as one Whisper window: with beam search, Whisper's
+temperature fallback, and timestamps that split it into segments. Chunks after the first are decoded
+in batches (one encoder call and one beam search for several windows), which is where long audio gets
+faster than Whisper's own sequential loop; the first chunk is decoded alone, so a streamed transcript
+starts early. Word timestamps are aligned after a chunk's text is final, so asking for them (or for
+logprobs) never changes the text.
+"""
 
 from __future__ import annotations
 
-import hashlib
+import itertools
 import logging
-import threading
-from collections import OrderedDict
+import zlib
+from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import ctranslate2
 import numpy as np
 from faster_whisper import WhisperModel
-from faster_whisper.vad import VadOptions
+from faster_whisper.tokenizer import Tokenizer
+from faster_whisper.transcribe import get_suppressed_tokens
 
 from voxserve.audio.decode import STT_SAMPLE_RATE
+from voxserve.engines.speech_chunks import Chunk, ChunkPolicy, Detection, plan_chunks, speech_probabilities
 from voxserve.errors import InvalidRequest
 from voxserve.languages import LANGUAGES
 from voxserve.transcript import Segment, Transcript, Word
 
 log = logging.getLogger(__name__)
+
+HOP = 160  # samples per mel frame
+WINDOW_FRAMES = 3000  # one 30 s Whisper window
+TIME_PRECISION = 0.02  # seconds per timestamp token
 
 
 @dataclass(frozen=True)
@@ -31,14 +46,8 @@ class VadSettings:
     prefix_padding_ms: int = 300
     silence_duration_ms: int = 200
 
-    def to_faster_whisper(self) -> VadOptions:
-        # faster-whisper pads each speech chunk on both sides by speech_pad_ms; the silence duration
-        # is the gap that ends a chunk. Chunks are merged up to Whisper's 30 s window.
-        return VadOptions(
-            threshold=self.threshold,
-            min_silence_duration_ms=self.silence_duration_ms,
-            speech_pad_ms=self.prefix_padding_ms,
-        )
+    def detection(self) -> Detection:
+        return Detection(self.threshold, self.prefix_padding_ms, self.silence_duration_ms)
 
 
 # What a request with no chunking strategy uses: a gentler gap than server_vad's 200 ms default, so
@@ -57,6 +66,30 @@ class TranscribeOptions:
     beam_size: int = 5
 
 
+@dataclass(frozen=True)
+class DecoderSettings:
+    """How the engine decodes, the same for every request (see README, "Speech-to-text accuracy and speed")."""
+
+    chunking: ChunkPolicy = field(default_factory=ChunkPolicy)
+    batch_size: int = 4
+    # Encode only a window's audio plus `padding_kept_frames` of Whisper's padding, not all of it.
+    trim_padding: bool = True
+    padding_kept_frames: int = 300
+    # A trimmed window's result is kept only when its average log probability is at least this.
+    trim_trust_logprob: float = -0.35
+    # Below this top probability, the language is detected again on the full window.
+    language_confidence: float = 0.5
+    pad_with_silence: bool = False
+    without_timestamps: bool = False
+    # Condition a continuation on the text before it (Whisper's way); without, it joins the next batch.
+    continuation_context: bool = False
+    condition_on_previous_text: bool = False
+    compression_ratio_threshold: float = 2.4
+    log_prob_threshold: float = -1.0
+    no_speech_threshold: float = 0.6
+    best_of: int = 5
+
+
 def temperature_schedule(temperature: float) -> tuple[float, ...]:
     """0 means Whisper's own fallback ladder; a higher value starts the ladder there."""
     steps = []
@@ -67,123 +100,375 @@ def temperature_schedule(temperature: float) -> tuple[float, ...]:
     return tuple(steps) or (temperature,)
 
 
-class TranscriptionRun:
-    """A transcription in progress: `transcript` fills as `segments()` is iterated.
+def window_frames(content_frames: int, settings: DecoderSettings) -> int:
+    """Frames the encoder sees for a window holding `content_frames` of audio.
 
-    Each step of the iterator runs the decoder on the next window, so a caller streaming results
-    pulls one step at a time (off the event loop) and sends each segment as soon as it exists.
+    Whisper's encoder costs grow faster than linearly with its input (its self-attention runs in
+    float), and a 4 s question padded to 30 s spends most of its time on the padding; whisper.cpp's
+    `audio_ctx` makes the same trade.
+    """
+    if not settings.trim_padding:
+        return WINDOW_FRAMES
+    return min(WINDOW_FRAMES, -(-(content_frames + settings.padding_kept_frames) // 100) * 100)
+
+
+@dataclass
+class _Decoded:
+    """One chunk's decoder result after the temperature fallback."""
+
+    tokens: list[int]
+    avg_logprob: float
+    temperature: float
+    compression_ratio: float
+    no_speech_prob: float
+
+
+def _compression_ratio(text: str) -> float:
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+class _Batch:
+    """Encoded windows for some chunks: features padded to one length, and the encoder's output."""
+
+    def __init__(
+        self, model: WhisperModel, features: list[np.ndarray], settings: DecoderSettings, *, full: bool = False
+    ) -> None:
+        self._model = model
+        self.features = features
+        self.content_frames = [f.shape[-1] for f in features]
+        self.frames = WINDOW_FRAMES if full else window_frames(max(self.content_frames), settings)
+        self._stacked = np.zeros((len(features), features[0].shape[0], self.frames), dtype=np.float32)
+        for index, item in enumerate(features):
+            self._stacked[index, :, : item.shape[-1]] = item
+            if settings.pad_with_silence and item.size:
+                self._stacked[index, :, item.shape[-1] :] = item.min()
+        self.encoded = model.encode(self._stacked)
+
+    @property
+    def trimmed(self) -> bool:
+        return self.frames < WINDOW_FRAMES
+
+    def subset(self, indices: list[int]) -> ctranslate2.StorageView:
+        if len(indices) == len(self.content_frames):
+            return self.encoded
+        if self.encoded.device == "cpu":
+            # Only on fallback or alignment of some items: a copy of a few MB, small beside decoding.
+            full = np.asarray(self.encoded)
+            return ctranslate2.StorageView.from_array(np.ascontiguousarray(full[indices]))
+        return self._model.encode(self._stacked[indices])  # device memory: encoding again is simpler
+
+
+@dataclass(frozen=True)
+class _Job:
+    """A window to decode: a planned chunk, or the rest of one after Whisper stopped early."""
+
+    chunk: Chunk
+    slot: int  # the planned chunk it belongs to; segments leave in slot order
+    context: tuple[int, ...] = ()  # tokens decoded before it in the same chunk
+    continued: int = 0  # how many times this chunk has been continued
+
+
+# Whisper sometimes ends a window early ("<|t|><|t|>" then end of text) and expects to be called again
+# from <|t|>; a chunk is continued at most this many times (each continuation starts later).
+_MAX_CONTINUATIONS = 8
+
+
+class TranscriptionRun:
+    """A transcription in progress: `transcript` fills as segments are decoded.
+
+    `next_segment` returns the next segment, decoding one step (the first chunk, or one batch of
+    chunks) when none is waiting; a caller streaming results pulls one step at a time off the event
+    loop, and one that stops pulling stops the work between steps.
     """
 
-    def __init__(self, transcript: Transcript, raw_segments: Iterator[Any]) -> None:
+    def __init__(
+        self,
+        engine: WhisperEngine,
+        audio: np.ndarray,
+        chunks: list[Chunk],
+        transcript: Transcript,
+        options: TranscribeOptions,
+        first: _Batch | None,
+    ) -> None:
         self.transcript = transcript
-        self._steps = self._convert_all(raw_segments)
+        self._model = engine.model
+        self._settings = engine.settings
+        self._audio = audio
+        self._options = options
+        self._jobs: deque[_Job] = deque(_Job(chunk, slot) for slot, chunk in enumerate(chunks))
+        self._first = first
+        self._held: dict[int, list[tuple[_Decoded, dict[str, Any]]]] = {}
+        self._next_slot = 0
+        self._ready: deque[Segment] = deque()
+        self._tokenizer = Tokenizer(
+            self._model.hf_tokenizer,
+            self._model.model.is_multilingual,
+            task=options.task,
+            language=transcript.language if self._model.model.is_multilingual else "en",
+        )
+        self._suppress = list(get_suppressed_tokens(self._tokenizer, [-1]))
+        self._prompt_tokens = (
+            self._tokenizer.encode(" " + options.prompt.strip()) if options.prompt and options.prompt.strip() else []
+        )
+        self._previous: list[int] = []  # with condition_on_previous_text: everything decoded so far
+        self._last_speech = 0.0  # the word aligner's memory of where speech last ended
+        self.steps = 0
+        self.windows = 0
+        self.fallbacks = 0
+        self.redone = 0
 
-    def _convert_all(self, raw_segments: Iterator[Any]) -> Iterator[Segment]:
-        for raw in raw_segments:
-            segment = _convert(len(self.transcript.segments), raw)
-            self.transcript.segments.append(segment)
-            yield segment
+    # -- stepping -----------------------------------------------------------------------------
 
     def next_segment(self) -> Segment | None:
-        """One decoding step; None when finished. Shaped for `run_in_executor`."""
-        return next(self._steps, None)
+        """The next segment, decoding one more step when none is waiting; None when finished."""
+        while not self._ready:
+            if not self._jobs:
+                return None
+            self._step()
+        return self._ready.popleft()
+
+    def segments(self) -> Iterator[Segment]:
+        while (segment := self.next_segment()) is not None:
+            yield segment
 
     def run_to_end(self) -> Transcript:
-        for _ in self._steps:
+        for _ in self.segments():
             pass
         return self.transcript
 
+    def _step(self) -> None:
+        jobs = [self._jobs.popleft()]
+        prompt = self._prompt(jobs[0])
+        if self._first is None and not self._settings.condition_on_previous_text:
+            # One beam search serves windows whose prompts line up (CTranslate2 needs that).
+            while (
+                len(jobs) < self._settings.batch_size and self._jobs and len(self._prompt(self._jobs[0])) == len(prompt)
+            ):
+                jobs.append(self._jobs.popleft())
+        batch = self._first or _Batch(self._model, [self._features(job.chunk) for job in jobs], self._settings)
+        self._first = None
+        self.steps += 1
+        self.windows += len(jobs)
+        prompts = [self._prompt(job) for job in jobs]
+        results = self._decode(batch, prompts)
+        redo = [i for i, result in enumerate(results) if batch.trimmed and self._unsure(result)]
+        full = None
+        if redo:
+            # A trimmed window is only trusted when Whisper is sure of what it heard; otherwise the
+            # chunk is decoded again from Whisper's exact input, the full 30 s window.
+            full = _Batch(self._model, [batch.features[i] for i in redo], self._settings, full=True)
+            self.windows += len(redo)
+            self.redone += len(redo)
+            for i, result in zip(redo, self._decode(full, [prompts[i] for i in redo]), strict=True):
+                results[i] = result
+        pieces: list[list[dict[str, Any]]] = []
+        continuations: list[_Job] = []
+        for job, result, frames in zip(jobs, results, batch.content_frames, strict=True):
+            job_pieces, continuation = self._split(job, result, frames)
+            pieces.append(job_pieces)
+            if continuation is not None:
+                continuations.append(continuation)
+        if self._options.word_timestamps:
+            kept = [i for i in range(len(jobs)) if i not in redo]
+            self._align(batch, kept, [pieces[i] for i in kept])
+            if full is not None:
+                self._align(full, list(range(len(redo))), [pieces[i] for i in redo])
+        for job, result, job_pieces in zip(jobs, results, pieces, strict=True):
+            self._held.setdefault(job.slot, []).extend((result, piece) for piece in job_pieces)
+        self._jobs.extendleft(reversed(continuations))
+        self._release()
 
-def _convert(index: int, raw: Any) -> Segment:
-    words = None
-    if raw.words is not None:
-        words = [Word(w.word, float(w.start), float(w.end), float(w.probability)) for w in raw.words]
-    return Segment(
-        id=index,
-        seek=int(raw.seek),
-        start=float(raw.start),
-        end=float(raw.end),
-        text=raw.text,
-        tokens=[int(t) for t in raw.tokens],
-        temperature=float(raw.temperature if raw.temperature is not None else 0.0),
-        avg_logprob=float(raw.avg_logprob),
-        compression_ratio=float(raw.compression_ratio),
-        no_speech_prob=float(raw.no_speech_prob),
-        words=words,
-    )
+    def _unsure(self, result: _Decoded) -> bool:
+        return result.temperature > 0 or (
+            result.avg_logprob < self._settings.trim_trust_logprob and not self._silent(result)
+        )
 
+    def _release(self) -> None:
+        """Turn held pieces into segments, in order, for every chunk that is completely decoded."""
+        while self._next_slot in self._held and (not self._jobs or self._jobs[0].slot > self._next_slot):
+            for result, piece in self._held.pop(self._next_slot):
+                self._emit(result, piece)
+            self._next_slot += 1
 
-# Frames (10 ms each) of padding kept after the audio when a window is trimmed: with less, Whisper's
-# last words and end timestamps got less reliable in trials; more only costs time.
-_PADDING_KEPT = 300
+    def _features(self, chunk: Chunk) -> np.ndarray:
+        features = self._model.feature_extractor(self._audio[chunk.start : chunk.end])
+        return features[..., :-1]  # the last frame covers the 160 samples of padding after the audio
 
+    # -- decoding ----------------------------------------------------------------------------------
 
-def trimmed_window(features: np.ndarray) -> np.ndarray:
-    """A padded 30 s window cut to its audio plus `_PADDING_KEPT` frames, in whole 100-frame steps.
+    def _prompt(self, job: _Job) -> list[int]:
+        tokenizer = self._tokenizer
+        context = self._previous if self._settings.condition_on_previous_text else list(job.context)
+        previous = (self._prompt_tokens + context)[-(self._model.max_length // 2 - 1) :]
+        prompt = [tokenizer.sot_prev, *previous] if previous else []
+        if self._settings.without_timestamps:
+            return [*prompt, *tokenizer.sot_sequence, tokenizer.no_timestamps]
+        return prompt + list(tokenizer.sot_sequence)
 
-    faster-whisper pads every window to 3000 frames with zeros (real silence is never exactly zero
-    after log-mel normalisation). Whisper's encoder costs the same for 3 s of speech as for 30 s, so a
-    short question spent 0.5 s of its 0.9 s in the encoder on padding; whisper.cpp's `audio_ctx` does
-    the same trim. Transcripts of the test clips were identical with and without it.
-    """
-    frames = features.shape[-1]
-    columns = np.flatnonzero(np.any(features.reshape(-1, frames) != 0, axis=0))
-    used = int(columns[-1]) + 1 if columns.size else 0
-    keep = min(frames, -(-(used + _PADDING_KEPT) // 100) * 100)
-    return features[..., :keep] if keep < frames else features
+    def _decode(self, batch: _Batch, prompts: list[list[int]]) -> list[_Decoded]:
+        """Beam search for every window, then Whisper's temperature fallback for those that fail."""
+        settings = self._settings
+        best: list[_Decoded | None] = [None] * len(prompts)
+        tried: list[list[_Decoded]] = [[] for _ in prompts]
+        todo = list(range(len(prompts)))
+        for temperature in temperature_schedule(self._options.temperature):
+            if not todo:
+                break
+            if temperature > self._options.temperature:
+                self.fallbacks += len(todo)
+            if temperature > 0:
+                kwargs: dict[str, Any] = {
+                    "beam_size": 1,
+                    "num_hypotheses": settings.best_of,
+                    "sampling_topk": 0,
+                    "sampling_temperature": temperature,
+                }
+            else:
+                kwargs = {"beam_size": self._options.beam_size}
+            outputs = self._model.model.generate(
+                batch.subset(todo),
+                [prompts[i] for i in todo],
+                max_length=self._model.max_length,
+                return_scores=True,
+                return_no_speech_prob=True,
+                suppress_blank=True,
+                suppress_tokens=self._suppress,
+                max_initial_timestamp_index=round(1.0 / TIME_PRECISION),
+                **kwargs,
+            )
+            still = []
+            for index, output in zip(todo, outputs, strict=True):
+                tokens = list(output.sequences_ids[0])
+                avg_logprob = output.scores[0] * len(tokens) / (len(tokens) + 1)
+                result = _Decoded(
+                    tokens,
+                    avg_logprob,
+                    temperature,
+                    _compression_ratio(self._tokenizer.decode(tokens).strip()),
+                    output.no_speech_prob,
+                )
+                tried[index].append(result)
+                if self._failed(result) and not self._silent(result):
+                    still.append(index)
+                else:
+                    best[index] = result
+            todo = still
+        for index in todo:
+            # Every temperature failed: the most probable result that is not a repetition loop.
+            fine = [r for r in tried[index] if r.compression_ratio <= settings.compression_ratio_threshold]
+            chosen = max(fine or tried[index], key=lambda r: r.avg_logprob)
+            best[index] = replace(chosen, temperature=tried[index][-1].temperature)
+        return [r for r in best if r is not None]
 
+    def _failed(self, result: _Decoded) -> bool:
+        return (
+            result.compression_ratio > self._settings.compression_ratio_threshold
+            or result.avg_logprob < self._settings.log_prob_threshold
+        )
 
-class _SharedEncodeWhisperModel(WhisperModel):
-    """WhisperModel that encodes the first window once, not twice, when it detects the language, and
-    (with `trim_padding`) encodes only the audio in a window, not Whisper's padding to 30 s.
+    def _silent(self, result: _Decoded) -> bool:
+        return (
+            result.no_speech_prob > self._settings.no_speech_threshold
+            and result.avg_logprob < self._settings.log_prob_threshold
+        )
 
-    faster-whisper runs the encoder for language detection and then again for decoding the same 30 s
-    window: on whisper-base with 2 cores that is 0.5 s spent twice on every request without a
-    `language`. Detection here sees the frames decoding will see (without the partial last frame),
-    and its encoder output is kept, keyed by the frames' digest, for the decoder's first window.
-    """
+    def _split(self, job: _Job, result: _Decoded, content_frames: int) -> tuple[list[dict[str, Any]], _Job | None]:
+        """The window's segments by Whisper's timestamp tokens (in seconds from the input's start), and
+        the rest of the chunk to decode next if Whisper stopped before its end."""
+        if self._silent(result):
+            return [], None  # Whisper's own verdict: no speech here after all
+        tokenizer = self._tokenizer
+        begin = tokenizer.timestamp_begin
+        tokens = result.tokens
+        duration = content_frames * HOP / STT_SAMPLE_RATE
+        cuts = [i for i in range(1, len(tokens)) if tokens[i] >= begin and tokens[i - 1] >= begin]
+        single_ending = len(tokens) >= 2 and tokens[-2] < begin <= tokens[-1]
+        bounds = [0, *cuts]
+        continuation = None
+        if cuts and not single_ending:
+            # Whisper left the last segment open: decode again from the last closed timestamp, as its
+            # own sequential loop does, conditioned on what this window said.
+            resume = (tokens[cuts[-1] - 1] - begin) * TIME_PRECISION
+            start = job.chunk.start + round(resume * STT_SAMPLE_RATE)
+            if resume > 0 and start < job.chunk.end - HOP and job.continued < _MAX_CONTINUATIONS:
+                context = (*job.context, *tokens[: cuts[-1]]) if self._settings.continuation_context else ()
+                continuation = _Job(Chunk(start, job.chunk.end), job.slot, context, job.continued + 1)
+            pieces = [tokens[a:b] for a, b in itertools.pairwise(bounds)]
+        else:
+            pieces = [tokens[a:b] for a, b in itertools.pairwise([*bounds, len(tokens)])]
+        if self._settings.condition_on_previous_text:
+            if result.temperature > 0.5:
+                self._previous = []  # sampled text is not worth conditioning on
+            else:
+                self._previous += [t for piece in pieces for t in piece]
+        segments = []
+        for piece in pieces:
+            if not any(t < tokenizer.eot for t in piece):
+                continue
+            stamps = [t - begin for t in piece if t >= begin]
+            start_s = stamps[0] * TIME_PRECISION if piece[0] >= begin else 0.0
+            end_s = stamps[-1] * TIME_PRECISION if piece[-1] >= begin else duration
+            start_s = min(start_s, duration)
+            end_s = min(max(end_s, start_s), duration)
+            segments.append(
+                {
+                    "seek": round(job.chunk.start / HOP),
+                    "start": job.chunk.offset + start_s,
+                    "end": job.chunk.offset + end_s,
+                    "tokens": piece,
+                }
+            )
+        return segments, continuation
 
-    _KEEP = 8  # detections whose first window has not been decoded yet (concurrent requests)
+    def _align(self, batch: _Batch, items: list[int], pieces: list[list[dict[str, Any]]]) -> None:
+        """Word timestamps (and probabilities) for the decoded text; the text itself is final."""
+        chosen = [(i, segments) for i, segments in zip(items, pieces, strict=True) if segments]
+        if not chosen:
+            return
+        self._last_speech = self._model.add_word_timestamps(
+            [segments for _, segments in chosen],
+            self._tokenizer,
+            batch.subset([i for i, _ in chosen]),
+            [batch.content_frames[i] for i, _ in chosen],
+            "\"'“¿([{-",
+            "\"'.。,，!！?？:：”)]}、",
+            last_speech_timestamp=self._last_speech,
+        )
 
-    def __init__(self, *args: Any, trim_padding: bool = True, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.trim_padding = trim_padding
-        self._kept: OrderedDict[bytes, ctranslate2.StorageView] = OrderedDict()
-        self._kept_lock = threading.Lock()
-        self._detecting = threading.local()
-
-    @staticmethod
-    def _digest(features: np.ndarray) -> bytes:
-        return hashlib.blake2b(np.ascontiguousarray(features).view(np.uint8), digest_size=16).digest()
-
-    def encode(self, features: np.ndarray) -> ctranslate2.StorageView:
-        key = self._digest(features)
-        with self._kept_lock:
-            kept = self._kept.pop(key, None)
-        if kept is not None:
-            return kept
-        output = super().encode(trimmed_window(features) if self.trim_padding else features)
-        if getattr(self._detecting, "active", False):
-            with self._kept_lock:
-                self._kept[key] = output
-                while len(self._kept) > self._KEEP:
-                    self._kept.popitem(last=False)
-        return output
-
-    def detect_language(self, audio: Any = None, features: Any = None, **kwargs: Any) -> Any:
-        if features is not None and audio is None and features.shape[-1] > 1:
-            features = features[..., :-1]  # decoding never includes the last, partial frame
-        self._detecting.active = True
-        try:
-            return super().detect_language(audio=audio, features=features, **kwargs)
-        finally:
-            self._detecting.active = False
+    def _emit(self, result: _Decoded, piece: dict[str, Any]) -> None:
+        tokens = piece["tokens"]
+        text = self._tokenizer.decode(tokens)
+        if not text.strip():
+            return
+        words = None
+        if self._options.word_timestamps:
+            words = [
+                Word(w["word"], float(w["start"]), float(w["end"]), float(w["probability"]))
+                for w in piece.get("words", [])
+            ]
+        segment = Segment(
+            id=len(self.transcript.segments),
+            seek=int(piece["seek"]),
+            start=round(float(piece["start"]), 3),
+            end=round(float(piece["end"]), 3),
+            text=text,
+            tokens=[int(t) for t in tokens],
+            temperature=float(result.temperature),
+            avg_logprob=float(result.avg_logprob),
+            compression_ratio=float(result.compression_ratio),
+            no_speech_prob=float(result.no_speech_prob),
+            words=words,
+        )
+        self.transcript.segments.append(segment)
+        self._ready.append(segment)
 
 
 class WhisperEngine:
-    def __init__(self, model: WhisperModel, name: str) -> None:
+    def __init__(self, model: WhisperModel, name: str, settings: DecoderSettings | None = None) -> None:
         self.model = model
         self.name = name
+        self.settings = settings or DecoderSettings()
 
     @classmethod
     def load(
@@ -196,16 +481,17 @@ class WhisperEngine:
         cpu_threads: int = 0,
         num_workers: int = 1,
         trim_padding: bool = True,
+        settings: DecoderSettings | None = None,
     ) -> WhisperEngine:
-        model = _SharedEncodeWhisperModel(
+        model = WhisperModel(
             path_or_repo,
             device=device,
             compute_type=compute_type,
             cpu_threads=cpu_threads,
             num_workers=num_workers,
-            trim_padding=trim_padding,
         )
-        return cls(model, name)
+        settings = replace(settings or DecoderSettings(), trim_padding=trim_padding)
+        return cls(model, name, settings)
 
     @property
     def multilingual(self) -> bool:
@@ -235,26 +521,45 @@ class WhisperEngine:
                     code="unsupported_value",
                 )
 
+    def plan(self, audio: np.ndarray, vad: VadSettings) -> list[Chunk]:
+        return plan_chunks(speech_probabilities(audio), len(audio), vad.detection(), self.settings.chunking)
+
+    def _detect_language(self, features: np.ndarray, first: _Batch) -> tuple[str, float, _Batch]:
+        """The language of the first chunk, its probability, and the encoding to decode it from.
+
+        A trimmed window's verdict is taken when it is clear; when it is not, the full window (Whisper's
+        exact input) is encoded too, its probabilities are averaged in, and it is kept for decoding.
+        """
+        scores = {token[2:-2]: p for token, p in self.model.model.detect_language(first.encoded)[0]}
+        if max(scores.values()) >= self.settings.language_confidence or not first.trimmed:
+            best = max(scores, key=scores.__getitem__)
+            return best, scores[best], first
+        full = _Batch(self.model, [features], self.settings, full=True)
+        for token, p in self.model.model.detect_language(full.encoded)[0]:
+            scores[token[2:-2]] = (scores.get(token[2:-2], 0.0) + p) / 2
+        best = max(scores, key=scores.__getitem__)
+        return best, scores[best], full
+
     def start(self, audio: np.ndarray, options: TranscribeOptions) -> TranscriptionRun:
-        """Detect language and prepare decoding; segments are decoded lazily by the returned run."""
+        """Find the speech, encode the first chunk and detect the language from it; the rest of the
+        decoding happens step by step in the returned run."""
         self.check(options)
-        raw_segments, info = self.model.transcribe(
-            audio,
-            task=options.task,
-            language=options.language if self.multilingual else "en",
-            initial_prompt=options.prompt or None,
-            temperature=temperature_schedule(options.temperature),
-            beam_size=options.beam_size,
-            word_timestamps=options.word_timestamps,
-            vad_filter=True,
-            vad_parameters=options.vad.to_faster_whisper(),
-        )
+        chunks = self.plan(audio, options.vad)
+        language = options.language if self.multilingual else "en"
+        first = None
+        probability = 1.0  # the language was given (or the model knows only one)
+        if chunks:
+            # The first window's encoding serves both language detection and decoding.
+            features = self.model.feature_extractor(audio[chunks[0].start : chunks[0].end])[..., :-1]
+            first = _Batch(self.model, [features], self.settings)
+            if language is None:
+                language, probability, first = self._detect_language(features, first)
         prompt_tokens = len(self.model.hf_tokenizer.encode(options.prompt).ids) if options.prompt else 0
         transcript = Transcript(
             task=options.task,
-            language=info.language or "en",
+            language=language or "en",
             duration=len(audio) / STT_SAMPLE_RATE,
             prompt_tokens=prompt_tokens,
-            language_probability=float(info.language_probability or 1.0),
+            language_probability=probability,
         )
-        return TranscriptionRun(transcript, iter(raw_segments))
+        return TranscriptionRun(self, audio, chunks, transcript, options, first)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
@@ -21,7 +23,7 @@ from voxserve.server.forms import AudioForm, read_audio_form
 from voxserve.server.schemas import ServerVad, TranscriptionRequest, TranslationRequest
 from voxserve.server.sse import sse_response
 from voxserve.server.state import get_state
-from voxserve.transcript import TokenLogprob, Transcript, next_piece
+from voxserve.transcript import TokenLogprob, Transcript, Word, next_piece, sentence_pieces
 
 router = APIRouter()
 M = TypeVar("M", bound=BaseModel)
@@ -67,14 +69,17 @@ async def _stream_events(stream: SegmentStream, logprobs: bool) -> AsyncIterator
     sent = False
     async for segment in stream.segments():
         piece = next_piece(segment, text)
-        event: dict[str, Any] = {"type": "transcript.text.delta", "delta": piece}
-        if logprobs:
-            seg_logprobs = [TokenLogprob.from_word(w) for w in segment.words or []]
-            all_logprobs += seg_logprobs
-            event["logprobs"] = transcript_json.logprobs_json(seg_logprobs)
-        text += piece
-        sent = True
-        yield event
+        sentences = sentence_pieces(piece)
+        words = _words_per_piece(segment.words or [], sentences) if logprobs else []
+        for index, sentence in enumerate(sentences):
+            event: dict[str, Any] = {"type": "transcript.text.delta", "delta": sentence}
+            if logprobs:
+                piece_logprobs = [TokenLogprob.from_word(w) for w in words[index]]
+                all_logprobs += piece_logprobs
+                event["logprobs"] = transcript_json.logprobs_json(piece_logprobs)
+            text += sentence
+            sent = True
+            yield event
     if not sent:  # the stream always opens with a delta, even for audio with no speech
         yield {"type": "transcript.text.delta", "delta": ""} | ({"logprobs": []} if logprobs else {})
     done: dict[str, Any] = {"type": "transcript.text.done", "text": text}
@@ -82,6 +87,18 @@ async def _stream_events(stream: SegmentStream, logprobs: bool) -> AsyncIterator
         done["logprobs"] = transcript_json.logprobs_json(all_logprobs)
     done["usage"] = transcript_json.token_usage(stream.transcript)
     yield done
+
+
+def _words_per_piece(words: list[Word], pieces: list[str]) -> list[list[Word]]:
+    """Each word goes with the piece of text its last character falls in (words and pieces both
+    spell the segment's text, so their running lengths line up)."""
+    ends = list(itertools.accumulate(len(p) for p in pieces))
+    grouped: list[list[Word]] = [[] for _ in pieces]
+    position = 0
+    for word in words:
+        position += len(word.word)
+        grouped[min(bisect.bisect_left(ends, position), len(pieces) - 1)].append(word)
+    return grouped
 
 
 def _vad(strategy: str | ServerVad | None) -> VadSettings:

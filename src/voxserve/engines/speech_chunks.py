@@ -1,0 +1,158 @@
+"""Where Whisper listens: speech found by Silero VAD, cut into chunks that each fit one Whisper window.
+
+A chunk is a contiguous stretch of the input, so a pause inside it stays a pause and its timestamps
+are the input's own plus an offset. Chunks end in silence: at a pause long enough to end a turn
+(`silence_duration_ms`), at a very long silence (never decoded), or, when speech runs on for longer
+than a window, at the longest pause in the last part of the window. Audio outside every chunk is
+silence or noise by the VAD's judgement and is never decoded, which is what keeps silence and noise
+from turning into invented text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+SAMPLE_RATE = 16000
+FRAME = 512  # samples per Silero VAD frame at 16 kHz (32 ms)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    start: int  # first sample
+    end: int  # one past the last sample
+
+    @property
+    def seconds(self) -> float:
+        return (self.end - self.start) / SAMPLE_RATE
+
+    @property
+    def offset(self) -> float:
+        return self.start / SAMPLE_RATE
+
+
+@dataclass(frozen=True)
+class ChunkPolicy:
+    """How speech is grouped into Whisper windows (see README, "Speech-to-text accuracy and speed")."""
+
+    max_seconds: float = 30.0  # one Whisper window
+    # The first chunk of audio longer than a window is kept short, so a streamed transcription's
+    # first words come early; shorter chunks lose some context, so only the first one is held back.
+    first_max_seconds: float = 30.0
+    # When speech fills a window, cut at the longest pause that leaves the chunk at least this full.
+    min_fill: float = 0.5
+    # A silence this long always ends a chunk; Whisper is not asked to sit through it.
+    max_gap_seconds: float = 2.0
+    # Pauses shorter than this are never a cut point (a cut inside a word loses it).
+    min_pause_ms: int = 100
+
+
+@dataclass(frozen=True)
+class Detection:
+    threshold: float = 0.5
+    padding_ms: int = 400  # kept around speech on each side
+    silence_ms: int = 1000  # a pause this long ends a turn
+
+
+def speech_probabilities(audio: np.ndarray) -> np.ndarray:
+    """Silero's speech probability for each 512-sample frame of 16 kHz audio."""
+    from faster_whisper.vad import get_vad_model
+
+    if audio.size == 0:
+        return np.zeros(0, dtype=np.float32)
+    padded = np.pad(audio, (0, FRAME - audio.size % FRAME))
+    return np.asarray(get_vad_model()(padded), dtype=np.float32).reshape(-1)[: -(-audio.size // FRAME)]
+
+
+def speech_regions(probs: np.ndarray, threshold: float, min_silence_frames: int) -> list[tuple[int, int]]:
+    """Frames [start, end) of speech, with Silero's hysteresis: speech starts at `threshold`, and
+    ends after `min_silence_frames` frames in a row below `threshold - 0.15`."""
+    low = max(threshold - 0.15, 0.01)
+    regions: list[tuple[int, int]] = []
+    start: int | None = None
+    quiet_since: int | None = None
+    for index, prob in enumerate(probs.tolist()):
+        if start is None:
+            if prob >= threshold:
+                start, quiet_since = index, None
+            continue
+        if prob >= threshold:
+            quiet_since = None
+        elif prob < low:
+            if quiet_since is None:
+                quiet_since = index
+            if index - quiet_since + 1 >= min_silence_frames:
+                regions.append((start, quiet_since))
+                start = quiet_since = None
+    if start is not None:
+        regions.append((start, quiet_since if quiet_since is not None else len(probs)))
+    return regions
+
+
+def plan_chunks(
+    probs: np.ndarray, total_samples: int, detection: Detection, policy: ChunkPolicy = ChunkPolicy()
+) -> list[Chunk]:
+    """Cut the input into chunks of speech, each at most one window long (see the module docstring)."""
+    frames_per_ms = SAMPLE_RATE / FRAME / 1000
+    words = speech_regions(probs, detection.threshold, max(1, round(policy.min_pause_ms * frames_per_ms)))
+    # Speech stretches in samples; the pauses between them are the places a chunk may end.
+    spans = [(s * FRAME, min(e * FRAME, total_samples)) for s, e in words]
+    pad = round(detection.padding_ms * SAMPLE_RATE / 1000)
+    turn_gap = detection.silence_ms * SAMPLE_RATE / 1000
+    max_gap = policy.max_gap_seconds * SAMPLE_RATE
+
+    chunks: list[Chunk] = []
+    first = 0
+    forced_start: int | None = None
+    while first < len(spans):
+        limit = int(policy.max_seconds * SAMPLE_RATE)
+        if not chunks and total_samples > limit:
+            limit = int(min(policy.first_max_seconds, policy.max_seconds) * SAMPLE_RATE)
+        if forced_start is not None:
+            start, forced_start = forced_start, None
+        else:
+            start = max(0, spans[first][0] - pad, chunks[-1].end if chunks else 0)
+        last = first
+        while last + 1 < len(spans):
+            if spans[last + 1][0] - spans[last][1] >= max_gap or spans[last + 1][1] - start > limit:
+                break
+            last += 1
+        if spans[last][1] - start > limit:
+            # Speech with no pause for longer than a window: cut at its quietest moment near the end.
+            cut = _quietest(probs, start + int(policy.min_fill * limit), start + limit)
+            chunks.append(Chunk(start, cut))
+            spans[first] = (cut, spans[first][1])
+            forced_start = cut
+            continue
+        if last + 1 < len(spans) and spans[last + 1][0] - spans[last][1] < max_gap:
+            # Speech runs on past the window: end at the best pause rather than the last that fits.
+            last = _best_cut(spans, first, last, start, limit * policy.min_fill, turn_gap)
+        end = spans[last][1] + pad
+        if last + 1 < len(spans):
+            # Padding stops at the middle of a pause: the next chunk owns the other half.
+            end = min(end, (spans[last][1] + spans[last + 1][0]) // 2)
+        chunks.append(Chunk(start, min(end, total_samples, start + limit)))
+        first = last + 1
+    return chunks
+
+
+def _best_cut(
+    spans: list[tuple[int, int]], first: int, last: int, start: int, min_length: float, turn_gap: float
+) -> int:
+    """The span after which to cut: among those that leave the chunk at least `min_length` long, the
+    latest followed by a turn-ending pause, else the one followed by the longest pause."""
+    candidates = [i for i in range(first, last + 1) if spans[i][1] - start >= min_length] or [last]
+    gaps = {i: spans[i + 1][0] - spans[i][1] for i in candidates}
+    turns = [i for i in candidates if gaps[i] >= turn_gap]
+    if turns:
+        return turns[-1]
+    return max(candidates, key=lambda i: (gaps[i], i))
+
+
+def _quietest(probs: np.ndarray, low: int, high: int) -> int:
+    """The start (in samples) of the frame with the lowest speech probability in [low, high)."""
+    first, stop = -(-low // FRAME), high // FRAME
+    if stop <= first:
+        return high
+    return (first + int(np.argmin(probs[first:stop]))) * FRAME

@@ -1,0 +1,131 @@
+"""Unit tests for chunk planning: where speech found by the VAD is cut into Whisper windows."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from voxserve.engines.speech_chunks import (
+    FRAME,
+    SAMPLE_RATE,
+    ChunkPolicy,
+    Detection,
+    plan_chunks,
+    speech_regions,
+)
+
+FRAMES_PER_SECOND = SAMPLE_RATE / FRAME  # 31.25
+
+
+def probs_from(pattern: list[tuple[float, float]]) -> np.ndarray:
+    """A probability track from (seconds, probability) pieces."""
+    return np.concatenate([np.full(round(seconds * FRAMES_PER_SECOND), p, np.float32) for seconds, p in pattern])
+
+
+def seconds(samples: int) -> float:
+    return samples / SAMPLE_RATE
+
+
+DETECTION = Detection(threshold=0.5, padding_ms=400, silence_ms=1000)
+
+
+def test_regions_use_hysteresis() -> None:
+    # 0.4 is below the threshold but above threshold - 0.15: it continues speech, never starts it.
+    probs = np.array([0.0, 0.4, 0.9, 0.4, 0.4, 0.1, 0.1, 0.1, 0.9, 0.1], np.float32)
+    assert speech_regions(probs, 0.5, 3) == [(2, 5), (8, 9)]
+    assert speech_regions(probs, 0.5, 4) == [(2, 9)]
+    assert speech_regions(np.zeros(50, np.float32), 0.5, 3) == []
+
+
+def test_silence_gives_no_chunks() -> None:
+    probs = probs_from([(30, 0.02)])
+    assert plan_chunks(probs, len(probs) * FRAME, DETECTION) == []
+
+
+def test_one_utterance_is_one_padded_chunk() -> None:
+    probs = probs_from([(1.0, 0.0), (3.0, 0.9), (2.0, 0.0)])
+    total = len(probs) * FRAME
+    [chunk] = plan_chunks(probs, total, DETECTION)
+    assert abs(seconds(chunk.start) - 0.6) < 0.05
+    assert abs(seconds(chunk.end) - 4.4) < 0.05
+
+
+def test_short_pauses_stay_inside_a_chunk_and_long_silences_are_skipped() -> None:
+    probs = probs_from([(2, 0.9), (0.5, 0.0), (2, 0.9), (5, 0.0), (2, 0.9)])
+    total = len(probs) * FRAME
+    chunks = plan_chunks(probs, total, DETECTION)
+    assert len(chunks) == 2
+    assert seconds(chunks[0].end) < 5.0 and seconds(chunks[1].start) > 9.0  # the 5 s silence is not decoded
+    assert seconds(chunks[0].start) == 0.0 and chunks[1].end == total
+
+
+def test_long_speech_is_cut_at_its_longest_pause() -> None:
+    # Speech in 4 s phrases with 0.2 s pauses, one 0.6 s pause at about 20 s.
+    pattern: list[tuple[float, float]] = []
+    for index in range(12):
+        pattern += [(4, 0.9), (0.6 if index == 4 else 0.2, 0.0)]
+    probs = probs_from(pattern)
+    chunks = plan_chunks(probs, len(probs) * FRAME, DETECTION)
+    assert abs(seconds(chunks[0].end) - 21.1) < 0.1  # the middle of the 0.6 s pause at 20.8 s
+    assert all(c.seconds <= 30.0 for c in chunks)
+    assert all(a.end == b.start for a, b in itertools.pairwise(chunks))
+
+
+def test_a_turn_ending_pause_is_preferred() -> None:
+    pattern = [(17, 0.9), (1.2, 0.0), (8, 0.9), (0.7, 0.0), (10, 0.9)]
+    probs = probs_from(pattern)
+    chunks = plan_chunks(probs, len(probs) * FRAME, DETECTION)
+    assert abs(seconds(chunks[0].end) - 17.4) < 0.1  # 1.2 s is a turn (>= 1 s), 0.7 s is not
+
+
+def test_unbroken_speech_is_cut_at_its_quietest_moment() -> None:
+    probs = probs_from([(25, 0.95), (0.1, 0.6), (25, 0.95)])
+    chunks = plan_chunks(probs, len(probs) * FRAME, DETECTION)
+    assert len(chunks) == 2
+    assert abs(seconds(chunks[0].end) - 25.0) < 0.1
+    assert chunks[0].end == chunks[1].start
+
+
+def test_first_chunk_can_be_shorter() -> None:
+    pattern: list[tuple[float, float]] = []
+    for _ in range(10):
+        pattern += [(3, 0.9), (0.3, 0.0)]
+    probs = probs_from(pattern)
+    policy = ChunkPolicy(first_max_seconds=8.0)
+    chunks = plan_chunks(probs, len(probs) * FRAME, DETECTION, policy)
+    assert chunks[0].seconds <= 8.0 and chunks[1].seconds > 8.0
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    pieces=st.lists(
+        st.tuples(st.floats(0.03, 40.0), st.floats(0.0, 1.0)),
+        min_size=1,
+        max_size=30,
+    ),
+    threshold=st.floats(0.2, 0.8),
+    padding_ms=st.integers(0, 800),
+    silence_ms=st.integers(100, 2000),
+)
+def test_chunks_are_ordered_bounded_and_cover_all_speech(
+    pieces: list[tuple[float, float]], threshold: float, padding_ms: int, silence_ms: int
+) -> None:
+    probs = probs_from(pieces)
+    if probs.size == 0:
+        return
+    total = len(probs) * FRAME - 100  # the last frame is partial
+    detection = Detection(threshold, padding_ms, silence_ms)
+    chunks = plan_chunks(probs, total, detection)
+    for chunk in chunks:
+        assert 0 <= chunk.start < chunk.end <= total
+        assert chunk.seconds <= 30.0 + 1e-9
+    for before, after in itertools.pairwise(chunks):
+        assert before.end <= after.start
+    # Every frame the VAD calls speech is inside some chunk.
+    for start, end in speech_regions(probs, threshold, 3):
+        for frame in range(start, end):
+            sample = min(frame * FRAME, total - 1)
+            assert any(c.start <= sample < c.end for c in chunks), (frame, chunks)
