@@ -37,11 +37,15 @@ ESPEAK = ("espeak-ng", "-v", "en-us", "-s", "130", "-g", "4")
 @dataclass(frozen=True)
 class Question:
     question: str
-    expect: tuple[str, ...]
+    expect: tuple[str, ...]  # a right answer says one of these
+    reject: tuple[str, ...] = ()  # ...and none of these, which hold an expected word ("ice cream" for "ice")
 
 
 def questions() -> list[Question]:
-    return [Question(q["question"], tuple(q["expect"])) for q in json.loads(QUESTIONS_FILE.read_text())]
+    return [
+        Question(q["question"], tuple(q["expect"]), tuple(q.get("reject", ())))
+        for q in json.loads(QUESTIONS_FILE.read_text())
+    ]
 
 
 @cache
@@ -59,6 +63,8 @@ def normalize(text: str) -> str:
 def is_right(answer: str, question: Question) -> bool:
     """Whole-word match of any expected answer ("rome" does not match "romeo")."""
     said = f" {normalize(answer)} "
+    if any(f" {normalize(words)} " in said for words in question.reject):
+        return False
     return any(f" {normalize(word)} " in said for word in question.expect)
 
 

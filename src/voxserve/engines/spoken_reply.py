@@ -146,6 +146,8 @@ class SpokenReply:
         if self._started:
             raise RuntimeError("a spoken reply is iterated once")
         self._started = True
+        if self.closed:
+            return
         self._tasks = [asyncio.create_task(self._text_side())]
         if self.voice is not None:
             self._tasks.append(asyncio.create_task(self._audio_side()))
@@ -246,7 +248,16 @@ class SpokenReply:
 
 class SpokenReplies:
     """Starts spoken replies; holds what every one shares: the speech engine and the default
-    instruction for spoken answers (`VOXSERVE_VOICE_INSTRUCTIONS`)."""
+    instruction for spoken answers (`VOXSERVE_VOICE_INSTRUCTIONS`).
+
+    A protocol drives one reply like this (the runtime's `spoken`, `chat` and `tts.voices`):
+
+        body = {"model": model, "messages": spoken.instruct(messages), "max_tokens": limit}
+        reply = await spoken.open(chat, body, tts.voices.resolve("alloy"), speed=1.0)
+        async for event in reply.events():  # TextDelta, ToolCallDelta, AudioPiece, then ReplyDone
+            ...
+        await reply.aclose()  # at any moment, from any task: a cancel, a barge-in; reply.audio_ms was sent
+    """
 
     def __init__(self, tts: TextToSpeech, instructions: str) -> None:
         self.tts = tts

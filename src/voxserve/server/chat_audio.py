@@ -10,7 +10,7 @@ from typing import Any
 
 from voxserve.engines.chat_backend import ChatBody
 from voxserve.engines.spoken_answers import SpokenAnswers
-from voxserve.engines.spoken_reply import AudioPiece, ReplyDone, SpokenReply, TextDelta, ToolCallDelta
+from voxserve.engines.spoken_reply import AudioPiece, SpokenReply, TextDelta, ToolCallDelta
 from voxserve.engines.text_to_speech import VoiceEntry
 from voxserve.engines.voice_chat import VoiceChat
 from voxserve.transcript import audio_tokens
@@ -82,7 +82,6 @@ async def spoken_stream(
     answer_id = answers.new_id()
     carry = b""
     sent_transcript = sent_audio = False
-    done: ReplyDone | None = None
     yield _chunk(template, {"role": "assistant", "refusal": None})
     # Closing the events (a client that left) closes the reply: generation and synthesis stop at once.
     async with contextlib.aclosing(reply.events()) as events:
@@ -105,13 +104,11 @@ async def spoken_stream(
                     yield _chunk(template, {"audio": audio})
             elif isinstance(event, ToolCallDelta):
                 yield _chunk(template, {"tool_calls": event.tool_calls})
-            elif isinstance(event, ReplyDone):
-                done = event
     if carry:
         yield _chunk(template, {"audio": {"data": base64.b64encode(carry).decode()}})
     answer = answers.remember(answer_id, reply.text)
     yield _chunk(template, {"audio": {"id": answer_id, "expires_at": answer.expires_at}})
-    yield _chunk(template, {}, done.finish_reason if done else reply.finish_reason)
+    yield _chunk(template, {}, reply.finish_reason)
     if include_usage:
         usage = add_audio_usage(reply.usage, seconds_in, reply.audio_ms / 1000)
         yield {**_chunk(template, {}), "choices": [], "usage": usage}
