@@ -332,3 +332,62 @@ def test_prompt_length_is_decided_by_bounds_then_by_counting() -> None:
     with pytest.raises(InvalidRequest):
         chat._check_prompt(None, [{"role": "user", "content": "word " * 130}])  # type: ignore[arg-type]
     assert registry.engine.counted == 2
+
+
+def _fake_split_gguf(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    import hashlib
+
+    from voxserve import bundled
+
+    halves = {"fake_part1": b"GGUF first|", "fake_part2": b"second"}
+    for package, data in halves.items():
+        (tmp_path / package / "data").mkdir(parents=True)
+        (tmp_path / package / "data" / f"part0{package[-1]}.bin").write_bytes(data)
+    monkeypatch.setattr(bundled, "_package_dir", lambda package, *parts: tmp_path.joinpath(package, *parts))
+    return bundled.SplitGguf(
+        file_name="fake.gguf", package="fake_part{n}", part="data/part{n:02d}.bin", parts=2,
+        sha256=hashlib.sha256(b"GGUF first|second").hexdigest(), size=17,
+    )  # fmt: skip
+
+
+def test_split_gguf_is_joined_once_verified_and_rebuilt_when_corrupt(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from voxserve import bundled
+
+    gguf = _fake_split_gguf(tmp_path, monkeypatch)
+    cache = tmp_path / "cache"
+    path = bundled.split_gguf_path(gguf, cache)
+    assert path.read_bytes() == b"GGUF first|second" and path.parent == cache / "gguf"
+    assert not list(path.parent.glob(".fake.gguf.*")), "temp file left behind"
+    stamp = path.with_name("fake.gguf.sha256").read_text()
+    assert bundled.split_gguf_path(gguf, cache) == path and path.with_name("fake.gguf.sha256").read_text() == stamp
+    path.write_bytes(b"GGUF first|")  # an interrupted copy: rebuilt, never loaded
+    assert bundled.split_gguf_path(gguf, cache).read_bytes() == b"GGUF first|second"
+    path.write_bytes(b"GGUF first|secont")  # same size, other bytes, an mtime the stamp does not know
+    os.utime(path, ns=(1, 1))
+    assert bundled.split_gguf_path(gguf, cache).read_bytes() == b"GGUF first|second"
+
+
+def test_split_gguf_with_wrong_or_missing_parts_is_refused(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    from voxserve import bundled
+
+    gguf = _fake_split_gguf(tmp_path, monkeypatch)
+    with pytest.raises(bundled.BundledModelMissing, match="SHA-256"):
+        bundled.split_gguf_path(dataclasses.replace(gguf, sha256="0" * 64), tmp_path / "cache")
+    assert not (tmp_path / "cache" / "gguf" / "fake.gguf").exists()
+    (tmp_path / "fake_part2" / "data" / "part02.bin").unlink()
+    with pytest.raises(bundled.BundledModelMissing, match="missing"):
+        bundled.split_gguf_path(gguf, tmp_path / "cache")
+
+
+def test_real_bundled_chat_model_is_installed() -> None:
+    from voxserve import bundled
+
+    assert bundled.QWEN_CODER_05B.is_installed()
+    sizes = sum(path.stat().st_size for path in bundled.QWEN_CODER_05B.sources())
+    assert sizes == bundled.QWEN_CODER_05B.size
