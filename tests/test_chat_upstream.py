@@ -140,6 +140,8 @@ def test_upstream_receives_transcripts_and_untouched_parameters(recorded_front: 
         ],
         tools=tools,  # type: ignore[arg-type]
         **params,  # type: ignore[arg-type]
+        # Fields this server does not know (a provider's extensions, newer API fields) go upstream as sent.
+        extra_body={"top_k": 20, "provider_extension": {"mode": ["a", 1.5]}, "metadata": {"team": "voice"}},
     )
     call = completion.choices[0].message.tool_calls[0]  # type: ignore[index]
     assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Paris"}
@@ -151,6 +153,8 @@ def test_upstream_receives_transcripts_and_untouched_parameters(recorded_front: 
     assert body["tools"] == tools
     for key, value in params.items():
         assert body[key] == value, key
+    assert body["top_k"] == 20 and body["provider_extension"] == {"mode": ["a", 1.5]}
+    assert body["metadata"] == {"team": "voice"}
     assert "modalities" not in body and "audio" not in body
     parts = body["messages"][1]["content"]
     assert parts[0] == {"type": "text", "text": "Question:"}

@@ -198,7 +198,7 @@ def test_validation_errors_name_the_param() -> None:
 
 
 def test_split_sentences_waits_for_the_end() -> None:
-    from voxserve.engines.voice_chat import split_sentences
+    from voxserve.engines.spoken_reply import split_sentences
 
     assert split_sentences("Hello there. How are") == (["Hello there."], "How are")
     assert split_sentences("Wait... what?! Yes") == (["Wait...", "what?!"], "Yes")

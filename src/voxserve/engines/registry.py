@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class ModelSpec:
     id: str
-    kind: str  # "stt", later "tts", "chat"
+    kind: str  # "stt", "tts", "voice", "chat", "realtime"
     loader: Callable[[], Any] = field(compare=False)
     owned_by: str = "voxserve"
     created: int = 0
@@ -43,6 +44,7 @@ class ModelRegistry:
         self._clock = clock
         self._entries: dict[str, _Entry] = {}
         self._aliases: dict[str, str] = {}
+        self._patterns: list[tuple[re.Pattern[str], str]] = []
         self._guard = threading.Lock()
         self.listeners: list[ModelListener] = []  # told of loads and unloads (the server's metrics)
 
@@ -54,11 +56,33 @@ class ModelRegistry:
             raise KeyError(f"alias {name!r} points to unknown model {target!r}")
         self._aliases[name] = target
 
+    def alias_pattern(self, pattern: str, target: str) -> None:
+        """Names that match `pattern` as a whole resolve to `target`, when no id or alias is theirs.
+
+        Patterns are tried in the order they were added; with a `kind` asked for, only the patterns of
+        that kind's models count, so one name may mean a different model to each kind."""
+        if target not in self._entries:
+            raise KeyError(f"alias pattern {pattern!r} points to unknown model {target!r}")
+        self._patterns.append((re.compile(pattern), target))
+
     def resolve(self, name: str, kind: str | None = None, *, param: str | None = "model") -> ModelSpec:
         entry = self._entries.get(self._aliases.get(name, name))
         if entry is None or (kind is not None and entry.spec.kind != kind):
+            entry = self._by_pattern(name, kind)
+        if entry is None:
             raise ModelNotFound(name, param=param)
         return entry.spec
+
+    def _by_pattern(self, name: str, kind: str | None) -> _Entry | None:
+        for pattern, target in self._patterns:
+            entry = self._entries[target]
+            if (kind is None or entry.spec.kind == kind) and pattern.fullmatch(name):
+                return entry
+        return None
+
+    def patterns(self) -> list[tuple[str, ModelSpec]]:
+        """The alias patterns (regular expressions), with the model each names."""
+        return [(pattern.pattern, self._entries[target].spec) for pattern, target in self._patterns]
 
     def listing(self) -> list[tuple[str, ModelSpec]]:
         """Every id a client may use, aliases included, with the model it names."""

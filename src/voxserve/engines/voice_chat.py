@@ -9,13 +9,13 @@ import asyncio
 import base64
 import binascii
 import io
-import re
 from copy import deepcopy
 from dataclasses import dataclass
 from typing import Any
 
 from voxserve.engines.speech_to_text import SpeechToText
 from voxserve.engines.spoken_answers import SpokenAnswers
+from voxserve.engines.spoken_reply import speakable
 from voxserve.engines.text_to_speech import TextToSpeech, VoiceEntry
 from voxserve.engines.whisper import TranscribeOptions
 from voxserve.errors import InvalidRequest, VoxError
@@ -23,15 +23,6 @@ from voxserve.errors import InvalidRequest, VoxError
 INPUT_AUDIO_FORMATS = ("wav", "mp3")
 # Chat's `audio.format` names mapped to the speech encoder's; pcm16 is raw 24 kHz s16le.
 OUTPUT_AUDIO_FORMATS = {"wav": "wav", "mp3": "mp3", "flac": "flac", "opus": "opus", "aac": "aac", "pcm16": "pcm"}
-
-_SENTENCE_END = re.compile(r"[.!?…]+[\"')\]]*\s+|\n\s*\n")
-_CLAUSE_END = re.compile(r"[,;:]\s+")
-# The first spoken piece may end at a clause, so speech starts sooner; a clause this short would
-# sound clipped.
-_MIN_CLAUSE_WORDS = 4
-# ...or, in a long first sentence with no comma, after this many words: the first audio then waits for
-# about 15 tokens and 0.2 s of synthesis instead of the whole sentence, at the cost of one pause there.
-_FIRST_PIECE_MAX_WORDS = 12
 
 
 def _matches(fmt: str, data: bytes) -> bool:
@@ -45,37 +36,6 @@ def _matches(fmt: str, data: bytes) -> bool:
 class PreparedMessages:
     messages: list[dict[str, Any]]
     audio_seconds: float  # of all input_audio parts, for usage
-
-
-def split_sentences(buffer: str, *, first_clause: bool = False) -> tuple[list[str], str]:
-    """Complete sentences at the front of `buffer`, and the unfinished rest.
-
-    With `first_clause`, a leading clause of a few words (or the first dozen words of a long
-    sentence) counts as complete when no sentence has ended yet: the first audio of a spoken answer
-    then waits for fewer tokens and less synthesis.
-    """
-    sentences = []
-    start = 0
-    for match in _SENTENCE_END.finditer(buffer):
-        sentence = buffer[start : match.end()].strip()
-        if sentence:
-            sentences.append(sentence)
-        start = match.end()
-    if first_clause and not sentences:
-        for match in _CLAUSE_END.finditer(buffer):
-            clause = buffer[: match.end()].strip()
-            if len(clause.split()) >= _MIN_CLAUSE_WORDS:
-                return [clause], buffer[match.end() :]
-        words = list(re.finditer(r"\S+", buffer))
-        if len(words) > _FIRST_PIECE_MAX_WORDS:  # the last word may still be growing: cut before it
-            cut = words[_FIRST_PIECE_MAX_WORDS - 1].end()
-            return [buffer[:cut].strip()], buffer[cut:]
-    return sentences, buffer[start:]
-
-
-def speakable(text: str) -> str:
-    # Markdown marks would be read out literally ("asterisk"); the transcript keeps them.
-    return re.sub(r"[*_#`>|]+", " ", text).strip()
 
 
 class VoiceChat:
@@ -167,6 +127,9 @@ class VoiceChat:
     def _flatten(parts: list[dict[str, Any]], where: str) -> str:
         texts = []
         for j, part in enumerate(parts):
+            if part.get("type") == "refusal" and isinstance(part.get("refusal"), str):
+                texts.append(part["refusal"])
+                continue
             if part.get("type") != "text" or not isinstance(part.get("text"), str):
                 raise InvalidRequest(
                     f"Content parts of type `{part.get('type')}` are not supported by this model.",
@@ -187,21 +150,14 @@ class VoiceChat:
             )
         return answer.transcript
 
-    def voice(self, audio: Any) -> tuple[VoiceEntry, str]:
-        """Validate the request's `audio` object: (voice, speech encoder format)."""
-        if not isinstance(audio, dict):
-            raise InvalidRequest("`audio` ({voice, format}) is required when modalities includes audio.", param="audio")
-        fmt = audio.get("format")
+    def voice(self, name: str, fmt: str) -> tuple[VoiceEntry, str]:
+        """The request's `audio.voice` and `audio.format`: (voice, speech encoder format)."""
         if fmt not in OUTPUT_AUDIO_FORMATS:
             raise InvalidRequest(
                 f"audio.format must be one of {list(OUTPUT_AUDIO_FORMATS)}.",
                 param="audio.format",
                 code="unsupported_value",
             )
-        voice = audio.get("voice")
-        name = voice.get("id") if isinstance(voice, dict) else voice
-        if not isinstance(name, str):
-            raise InvalidRequest("audio.voice is required.", param="audio.voice")
         try:
             entry = self.tts.voices.resolve(name)
         except VoxError as exc:

@@ -1,16 +1,18 @@
-"""Chat completions with audio out: the answer's speech, whole or streamed sentence by sentence."""
+"""Chat completions with audio out, shaped for the wire: the whole answer spoken, or the spoken-reply
+pipeline's events as `chat.completion.chunk` objects."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
 from voxserve.engines.chat_backend import ChatBody
+from voxserve.engines.spoken_answers import SpokenAnswers
+from voxserve.engines.spoken_reply import AudioPiece, SpokenReply, TextDelta, ToolCallDelta
 from voxserve.engines.text_to_speech import VoiceEntry
-from voxserve.engines.voice_chat import VoiceChat, split_sentences
+from voxserve.engines.voice_chat import VoiceChat
 from voxserve.transcript import audio_tokens
 
 
@@ -67,117 +69,48 @@ def _chunk(template: ChatBody, delta: dict[str, Any], finish_reason: str | None 
     }
 
 
-_TEXT_DONE = object()
-_AUDIO_DONE = object()
-
-
-class _Failed:
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-
 async def spoken_stream(
-    chunks: AsyncIterator[ChatBody],
+    reply: SpokenReply,
     *,
-    voice_chat: VoiceChat,
-    voice: VoiceEntry,
+    answers: SpokenAnswers,
     template: ChatBody,
     seconds_in: float,
     include_usage: bool,
 ) -> AsyncIterator[ChatBody | str]:
-    """Text deltas become `delta.audio.transcript`; each finished sentence is spoken while the model
-    keeps generating, and its PCM16 goes out as `delta.audio.data` in whole 3-byte base64 groups."""
-    answer_id = voice_chat.answers.new_id()
-    out: asyncio.Queue[Any] = asyncio.Queue()
-    sentences: asyncio.Queue[str | None] = asyncio.Queue()
-    state: dict[str, Any] = {"finish": "stop", "usage": None, "text": "", "seconds": 0.0, "spoken": False}
-    # Generation pauses while the first piece is spoken: on a small machine the model racing ahead
-    # (it is far faster than speech) only slows that synthesis, and so the first audio.
-    first_audio = asyncio.Event()
-
-    async def text_side() -> None:
-        buffer = ""
-        first = True
-        try:
-            async for chunk in chunks:
-                if chunk.get("usage"):
-                    state["usage"] = chunk["usage"]
-                for choice in chunk.get("choices") or []:
-                    delta = choice.get("delta") or {}
-                    text = delta.get("content")
-                    if text:
-                        audio: dict[str, Any] = {"transcript": text}
-                        if first:
-                            audio["id"] = answer_id
-                            first = False
-                        await out.put(_chunk(template, {"content": None, "audio": audio}))
-                        state["text"] += text
-                        buffer += text
-                        done, buffer = split_sentences(buffer, first_clause=not state["spoken"])
-                        for sentence in done:
-                            state["spoken"] = True
-                            await sentences.put(sentence)
-                        if done and not first_audio.is_set():
-                            await first_audio.wait()
-                    if choice.get("finish_reason"):
-                        state["finish"] = choice["finish_reason"]
-            if buffer.strip():
-                await sentences.put(buffer.strip())
-        except BaseException as exc:
-            await out.put(_Failed(exc))
-        finally:
-            await sentences.put(None)
-            await out.put(_TEXT_DONE)
-
-    async def audio_side() -> None:
-        carry = b""
-        first = True
-        try:
-            while (sentence := await sentences.get()) is not None:
-                pcm, seconds = await voice_chat.speak(sentence, voice, "pcm")
-                state["seconds"] += seconds
-                carry += pcm
+    """The spoken-reply pipeline's events as chat chunks: text deltas become `delta.audio.transcript`,
+    speech goes out as `delta.audio.data` in whole 3-byte base64 groups (no padding mid-stream)."""
+    answer_id = answers.new_id()
+    carry = b""
+    sent_transcript = sent_audio = False
+    yield _chunk(template, {"role": "assistant", "refusal": None})
+    # Closing the events (a client that left) closes the reply: generation and synthesis stop at once.
+    async with contextlib.aclosing(reply.events()) as events:
+        async for event in events:
+            if isinstance(event, TextDelta):
+                audio: dict[str, Any] = {"transcript": event.text}
+                if not sent_transcript:
+                    audio["id"] = answer_id
+                    sent_transcript = True
+                yield _chunk(template, {"content": None, "audio": audio})
+            elif isinstance(event, AudioPiece):
+                carry += event.pcm
                 whole = len(carry) - len(carry) % 3
                 if whole:
-                    audio: dict[str, Any] = {"data": base64.b64encode(carry[:whole]).decode()}
-                    if first:
+                    audio = {"data": base64.b64encode(carry[:whole]).decode()}
+                    if not sent_audio:
                         audio["id"] = answer_id
-                        first = False
+                        sent_audio = True
                     carry = carry[whole:]
-                    await out.put(_chunk(template, {"audio": audio}))
-                first_audio.set()
-            if carry:
-                await out.put(_chunk(template, {"audio": {"data": base64.b64encode(carry).decode()}}))
-        except BaseException as exc:
-            await out.put(_Failed(exc))
-        finally:
-            first_audio.set()
-            await out.put(_AUDIO_DONE)
-
-    yield _chunk(template, {"role": "assistant", "refusal": None})
-    tasks = [asyncio.create_task(text_side()), asyncio.create_task(audio_side())]
-    try:
-        finished = 0
-        while finished < 2:
-            item = await out.get()
-            if item is _TEXT_DONE or item is _AUDIO_DONE:
-                finished += 1
-            elif isinstance(item, _Failed):
-                raise item.error
-            else:
-                yield item
-    finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await task
-        await _close(chunks)
-    answer = voice_chat.answers.remember(answer_id, state["text"])
+                    yield _chunk(template, {"audio": audio})
+            elif isinstance(event, ToolCallDelta):
+                yield _chunk(template, {"tool_calls": event.tool_calls})
+    if carry:
+        yield _chunk(template, {"audio": {"data": base64.b64encode(carry).decode()}})
+    answer = answers.remember(answer_id, reply.text)
     yield _chunk(template, {"audio": {"id": answer_id, "expires_at": answer.expires_at}})
-    yield _chunk(template, {}, state["finish"])
+    yield _chunk(template, {}, reply.finish_reason)
     if include_usage:
-        usage = add_audio_usage(state["usage"], seconds_in, state["seconds"])
+        usage = add_audio_usage(reply.usage, seconds_in, reply.audio_ms / 1000)
         yield {**_chunk(template, {}), "choices": [], "usage": usage}
     yield "[DONE]"
 
