@@ -1,11 +1,11 @@
 """Voice chat that answers: spoken questions (espeak-ng, not our voice) answered right, briefly and
 quickly, in speech that says what its transcript says.
 
-The default model (Qwen2.5-Coder-0.5B) answers 16 or 17 of these 24 questions right (measured here): it
-does not know how many legs a spider has, the largest animal, the planet closest to the sun or the king of
-the jungle, and Whisper base mishears espeak-ng now and then ("bees" as "these"). The 85% target is reached by
-the opt-in Qwen2.5-Coder-1.5B (22/24), tested when installed (`make install-chat-1-5b`). The default model's
-floor guards against regressions; it is not the target.
+The default model (Qwen2.5-Coder-0.5B) answers 18 to 20 of these 24 questions right (measured here): about
+half of its misses are Whisper base mishearing espeak-ng ("bees" as "these", "water" as "Walker", "day" as
+"page"), the rest are facts the 0.5B model gets wrong (a spider's legs, the largest animal, the planet closest
+to the sun). The 85% target is reached by the opt-in Qwen2.5-Coder-1.5B (22/24), tested when installed
+(`make install-chat-1-5b`). The default model's floor guards against regressions; it is not the target.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ MAX_WORDS = 60
 MAX_SECONDS = 10.0
 DEFAULT = "gpt-4o-audio-preview"  # the default chat model, by the name a client sends
 # Share of questions answered right: the target (85%) where the model reaches it, a floor where it does not.
-RIGHT = {DEFAULT: 0.625, "qwen2.5-coder-1.5b": 0.85}
+RIGHT = {DEFAULT: 0.70, "qwen2.5-coder-1.5b": 0.85}
 
 
 @dataclass
