@@ -673,11 +673,11 @@ class ConversationSession(RealtimeSession):
         elif isinstance(event, ToolCallDelta):
             self._tool_calls(response, event.tool_calls)
         elif isinstance(event, ReplyDone):
-            response.usage = self._usage(event)
+            response.usage = self._response_usage(event)
             if event.finish_reason == "length":
-                self._finish(response, "incomplete", {"type": "incomplete", "reason": "max_output_tokens"})
+                self._end_response(response, "incomplete", {"type": "incomplete", "reason": "max_output_tokens"})
             else:
-                self._finish(response, "completed", None)
+                self._end_response(response, "completed", None)
         self._advance()
 
     def reply_failed(self, response_id: str, error: BaseException) -> None:
@@ -691,7 +691,7 @@ class ConversationSession(RealtimeSession):
             log.error("realtime response failed: %r", error)
             message, code, param, kind = "The response could not be generated.", "response_failed", None, "server_error"
         self.outbox.append(self.events.error(message, type_=kind, code=code, param=param))
-        self._finish(response, "failed", {"type": "failed", "error": {"type": kind, "code": code, "message": message}})
+        self._end_response(response, "failed", {"type": "failed", "error": {"type": kind, "code": code, "message": message}})
         self._advance()
 
     def _open_message(self, response: _Response) -> None:
@@ -756,7 +756,7 @@ class ConversationSession(RealtimeSession):
                     self.events.arguments_delta(response.id, call["id"], call["_index"], call["call_id"], piece)
                 )
 
-    def _usage(self, done: ReplyDone) -> dict[str, Any]:
+    def _response_usage(self, done: ReplyDone) -> dict[str, Any]:
         usage = done.usage or {}
         text_in = int(usage.get("prompt_tokens") or 0)
         text_out = int(usage.get("completion_tokens") or 0)
@@ -794,7 +794,7 @@ class ConversationSession(RealtimeSession):
                 truncated_at = int(cut)
             response.pieces = [(s, min(e, cut), t) for s, e, t in response.pieces if s < cut]
             response.audio_ms = cut
-        self._finish(response, "cancelled", {"type": "cancelled", "reason": reason}, item_status="incomplete")
+        self._end_response(response, "cancelled", {"type": "cancelled", "reason": reason}, item_status="incomplete")
         if announce_truncation and truncated_at is not None and message is not None:
             self.outbox.append(self.events.item_truncated(message["id"], 0, truncated_at))
 
@@ -816,7 +816,7 @@ class ConversationSession(RealtimeSession):
                 )
         self._cancel(response, "client_cancelled", heard_ms=self._heard_ms(response))
 
-    def _finish(
+    def _end_response(
         self,
         response: _Response,
         status: str,
