@@ -244,8 +244,12 @@ def test_beta_client_gets_beta_event_names(server: Server) -> None:
         reader = EventReader(conn, beta=True)
         reader.wait_type("session.created")
         conn.session.update(
-            session={"modalities": ["text", "audio"], "voice": "echo", "output_audio_format": "g711_ulaw",
-                     "instructions": "Answer in one short sentence."}  # fmt: skip
+            session={
+                "modalities": ["text", "audio"],
+                "voice": "echo",
+                "output_audio_format": "g711_ulaw",
+                "instructions": "Answer in one short sentence.",
+            }
         )
         reader.wait_type("session.updated")
         conn.conversation.item.create(item=_user_text("Say hello."))

@@ -691,7 +691,9 @@ class ConversationSession(RealtimeSession):
             log.error("realtime response failed: %r", error)
             message, code, param, kind = "The response could not be generated.", "response_failed", None, "server_error"
         self.outbox.append(self.events.error(message, type_=kind, code=code, param=param))
-        self._end_response(response, "failed", {"type": "failed", "error": {"type": kind, "code": code, "message": message}})
+        self._end_response(
+            response, "failed", {"type": "failed", "error": {"type": kind, "code": code, "message": message}}
+        )
         self._advance()
 
     def _open_message(self, response: _Response) -> None:
