@@ -9,6 +9,8 @@ from typing import Any
 
 import httpx
 import numpy as np
+import openai
+import pytest
 from openai import OpenAI
 
 from tests.audio_tools import wer
@@ -269,3 +271,17 @@ def test_unknown_models_are_refused_cleanly(client: OpenAI) -> None:
     with client.realtime.connect(model="tts-1") as conn:
         event = json.loads(conn.recv_bytes())
     assert event["type"] == "error" and event["error"]["param"] == "model"
+
+
+def test_an_ephemeral_key_carries_the_conversation_config(server: Server, client: OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.realtime.client_secrets.create(session={"type": "realtime", "max_output_tokens": 99999})
+    assert refused.value.body["param"] == "session.max_output_tokens"  # type: ignore[index]
+    secret = client.realtime.client_secrets.create(
+        session={"type": "realtime", "instructions": "Talk like a pirate.", "output_modalities": ["text"]}
+    )
+    with server.client(api_key=secret.value).realtime.connect(model="gpt-realtime") as conn:
+        reader = EventReader(conn)
+        created = reader.wait_type("session.created")[0]["session"]
+    assert not reader.errors, reader.errors
+    assert created["instructions"] == "Talk like a pirate." and created["output_modalities"] == ["text"]

@@ -24,12 +24,14 @@ class Conversations:
     # chat pipeline's beam (live decodes would only take the cores the reply needs).
     session_env: SessionEnv
 
-    def config(self, session: dict[str, Any] | None, model: str | None = None) -> ConversationConfig:
+    def config(
+        self, session: dict[str, Any] | None, model: str | None = None, *, param: str = "session"
+    ) -> ConversationConfig:
         """A conversation's starting config: defaults, the `?model=` asked for, a key's session body."""
         config = ConversationConfig(model=model or "gpt-realtime")
         if session:
-            body = {k: v for k, v in session.items() if k != "type"}
-            config = parse_conversation_update(config, body, self.session_env.default_stt_model)
+            body = {k: v for k, v in session.items() if k not in ("type", "client_secret")}
+            config = parse_conversation_update(config, body, self.session_env.default_stt_model, param=param)
         return config
 
     def session(

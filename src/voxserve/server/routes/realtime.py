@@ -278,7 +278,12 @@ def _mint_transcription(hub: RealtimeHub, session: dict[str, Any], expires_at: i
 
 
 def _mint_conversation(hub: RealtimeHub, session: dict[str, Any], expires_at: int, param: str) -> EphemeralKey:
-    # Conversation sessions are not served yet: the key carries the config as given.
+    # The key carries the config as given; a session opened with it starts from it, so it must parse.
+    if hub.conversations is not None:
+        try:
+            hub.conversations.config(session, param=param)
+        except ClientEventError as exc:
+            raise _client_event_to_http(exc) from exc
     try:
         return hub.minter.mint("realtime", session, expires_at)
     except KeyTooLarge as exc:
