@@ -204,3 +204,14 @@ def test_history_and_heard_text() -> None:
     pieces = [(0.0, 1000.0, "one two"), (1000.0, 2000.0, "three four")]
     assert _heard_text(pieces, 1500) == "one two three"
     assert _heard_text(pieces, 0) == ""
+
+
+def test_a_turn_that_was_only_noise_gets_no_answer() -> None:
+    session = _session()
+    _append(session, 0.5, loud=False)
+    _append(session, 1.0, loud=True)
+    _append(session, 1.0, loud=False)
+    _run_jobs(session, "")
+    assert not session.take_responses()
+    done = next(e for e in _events(session) if e["type"] == "response.done")["response"]
+    assert done["status"] == "cancelled" and done["output"] == []

@@ -85,6 +85,7 @@ class _Response:
     tools: tuple[dict[str, Any], ...]
     tool_choice: str | dict[str, Any]
     input_items: list[dict[str, Any]] | None = None  # out-of-band: its own input
+    trigger: str | None = None  # the spoken turn that started it (server VAD)
     status: str = "in_progress"
     started: bool = False
     output: list[dict[str, Any]] = field(default_factory=list)
@@ -277,6 +278,8 @@ class ConversationSession(RealtimeSession):
         if turn is not None and turn.create_response is not False:
             if self._active is None:
                 self._start_response({}, auto=True)
+                if self._active is not None:
+                    self._active.trigger = item_id
             else:
                 self._auto_waiting = True
 
@@ -584,13 +587,21 @@ class ConversationSession(RealtimeSession):
         """Start the responses whose input is known (a spoken turn is heard once it is transcribed)."""
         if self.closed:
             return
-        for response in self._responses.values():
+        for response in list(self._responses.values()):
             if response.started or response.status != "in_progress":
                 continue
             if response.input_items is None and any(i["id"] in self._pending_transcripts for i in self.items):
                 continue
+            if response.trigger is not None and self._heard_nothing(response.trigger):
+                # The turn was noise (nothing to transcribe): no answer to it.
+                self._end_response(response, "cancelled", {"type": "cancelled", "reason": "turn_detected"})
+                continue
             response.started = True
             self._response_jobs.append(self._job(response))
+
+    def _heard_nothing(self, item_id: str) -> bool:
+        index = self._index(item_id)
+        return index is not None and not (self.items[index]["content"][0].get("transcript") or "").strip()
 
     def _job(self, response: _Response) -> ResponseJob:
         env = self.conversation_env
