@@ -8,6 +8,11 @@ Run under the exclusive CPU lock: `flock -x /tmp/vox-cpu.lock .venv/bin/python b
    `speech_stopped`. CPU per session is the server's CPU seconds over the run, per session, per second.
 2. Noise reduction (RNNoise) on clean and noisy (white noise, 10 dB SNR) speech: WER with it on and off,
    through the same session machine in-process.
+3. Conversations (`?model=gpt-realtime`, default models): spoken questions (espeak-ng) streamed at real
+   time under server VAD; from the end of the user's speech to the first `response.output_audio.delta`,
+   with its breakdown (VAD end: `speech_stopped`; STT: the turn's transcript; LLM first token: the first
+   transcript delta; first speech piece: the first audio delta). Target: <= silence_duration_ms + 1.0 s,
+   and within 1.5x of that with two conversations at once.
 """
 
 from __future__ import annotations
@@ -202,16 +207,131 @@ def denoise_section(count: int) -> None:
     )
 
 
+SILENCE_MS = 500  # server VAD's default silence_duration_ms
+CONVERSATION_PRELOAD = "whisper-base,qwen2.5-coder-0.5b,voice:en_US-joe-medium"
+
+
+async def _conversation(port: int, questions: list[np.ndarray], rows: list[dict[str, float]]) -> None:
+    """One conversation: each question streamed at real time in 20 ms appends, then silence until the
+    answer's first audio (and its end) arrive; the next question follows."""
+    import websockets
+
+    url = f"ws://127.0.0.1:{port}/v1/realtime?model=gpt-realtime"
+    async with websockets.connect(url, max_size=None) as ws:
+        await ws.send(json.dumps({"type": "session.update", "session": {
+            "type": "realtime",
+            "audio": {"input": {"transcription": {"model": "whisper-1"},
+                                "turn_detection": {"type": "server_vad", "silence_duration_ms": SILENCE_MS}}},
+        }}))  # fmt: skip
+        marks: dict[str, float] = {}
+        done = asyncio.Event()
+
+        async def reader() -> None:
+            async for raw in ws:
+                event = json.loads(raw)
+                kind, now = event["type"], time.monotonic()
+                key = {
+                    "input_audio_buffer.speech_stopped": "vad",
+                    "conversation.item.input_audio_transcription.completed": "stt",
+                    "response.output_audio_transcript.delta": "llm",
+                    "response.output_audio.delta": "audio",
+                }.get(kind)
+                if key is not None and key not in marks:
+                    marks[key] = now
+                if kind == "response.done":
+                    done.set()
+                if kind == "error":
+                    print("error event:", event["error"], file=sys.stderr)
+
+        task = asyncio.create_task(reader())
+        step = 480  # 20 ms at 24 kHz
+        for speech in questions:
+            marks.clear()
+            done.clear()
+            audio = np.concatenate([np.zeros(12000, np.int16), speech])
+            started = time.monotonic()
+            for index, offset in enumerate(range(0, len(audio), step)):
+                chunk = audio[offset : offset + step].tobytes()
+                await ws.send(
+                    json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(chunk).decode()})
+                )
+                await asyncio.sleep(max(0.0, started + (index + 1) * 0.02 - time.monotonic()))
+            speech_end = started + len(audio) / 24000
+            silence = np.zeros(step, np.int16).tobytes()
+            index = 0
+            while not done.is_set():  # silence at real time, as a microphone would send
+                await ws.send(
+                    json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(silence).decode()})
+                )
+                index += 1
+                await asyncio.sleep(max(0.0, speech_end + index * 0.02 - time.monotonic()))
+                if time.monotonic() - speech_end > 120:
+                    raise RuntimeError("no answer in 120 s")
+            if "audio" in marks:
+                rows.append({key: marks[key] - speech_end for key in marks})
+            await asyncio.sleep(1.0)
+        task.cancel()
+
+
+def conversation_section(count: int) -> None:
+    from tests.chat_tools import questions
+    from tests.realtime_conversation_tools import espeak_pcm
+
+    spoken = []
+    for question in questions()[:count]:
+        pcm = espeak_pcm(question.question)
+        voiced = np.flatnonzero(np.abs(pcm) > 300)  # espeak pads its speech with silence: trim it
+        spoken.append(pcm[voiced[0] : voiced[-1] + 1])
+    target = SILENCE_MS / 1000 + 1.0
+    print(f"\n## Conversations: end of speech -> first answer audio ({count} spoken questions, espeak-ng)\n")
+    print(f"Default models (whisper-base, qwen2.5-coder-0.5b, Piper joe-medium); server VAD silence {SILENCE_MS} ms; "
+          f"target <= {target:.1f} s (1.5x = {target * 1.5:.2f} s with two conversations).\n")  # fmt: skip
+    print("| conversations | first audio median / p95 / max | VAD end | STT | LLM first token | first speech piece "
+          "| within target |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    import tempfile
+
+    log = Path(tempfile.mkdtemp()) / "server.log"
+    with start_server(CONVERSATION_PRELOAD, log) as (_, port):
+        # A first answer loads nothing (all preloaded) but warms the caches; it is not counted.
+        asyncio.run(_conversation(port, spoken[:1], []))
+        for n in (1, 2):
+            rows: list[dict[str, float]] = []
+
+            async def run_all(n: int = n, rows: list[dict[str, float]] = rows) -> None:
+                await asyncio.gather(*(_conversation(port, spoken, rows) for _ in range(n)))
+
+            asyncio.run(run_all())
+            firsts = [r["audio"] for r in rows]
+
+            def median(key: str, base: str | None, rows: list[dict[str, float]] = rows) -> float:
+                values = [r[key] - (r[base] if base else 0.0) for r in rows if key in r and (base is None or base in r)]
+                return statistics.median(values) if values else float("nan")
+
+            limit = target if n == 1 else target * 1.5
+            ok = statistics.median(firsts) <= limit
+            print(
+                f"| {n} | {statistics.median(firsts):.2f} / {_p95(firsts):.2f} / {max(firsts):.2f} s "
+                f"| {median('vad', None):.2f} s | {median('stt', 'vad'):.2f} s | {median('llm', 'stt'):.2f} s "
+                f"| {median('audio', 'llm'):.2f} s | {'yes' if ok else 'NO'} (median <= {limit:.2f} s) |",
+                flush=True,
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--max-sessions", type=int, default=4)
     parser.add_argument("--denoise-clips", type=int, default=12)
     parser.add_argument("--skip-denoise", action="store_true")
+    parser.add_argument("--conversation-questions", type=int, default=6)
+    parser.add_argument("--only-conversations", action="store_true")
     args = parser.parse_args()
     print("# voxserve realtime benchmark (whisper-base, int8, 2 cores)")
-    sessions_section(args.max_sessions)
-    if not args.skip_denoise:
-        denoise_section(args.denoise_clips)
+    if not args.only_conversations:
+        sessions_section(args.max_sessions)
+        if not args.skip_denoise:
+            denoise_section(args.denoise_clips)
+    conversation_section(args.conversation_questions)
 
 
 if __name__ == "__main__":

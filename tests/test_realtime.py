@@ -331,13 +331,6 @@ def test_a_client_leaving_mid_turn_frees_everything(server: Server) -> None:
     assert health["realtime_sessions"] == 0 and health["stt"]["active"] == 0, health
 
 
-def test_conversation_sessions_are_refused_cleanly(server: Server) -> None:
-    client = server.client()
-    with client.realtime.connect(model="gpt-realtime") as conn:
-        event = json.loads(conn.recv_bytes())
-    assert event["type"] == "error" and event["error"]["code"] == "unsupported_session_type"
-
-
 # --- keys and auth: a server with API keys, a one-session cap ----------------------------------------
 
 KEY = "sk-realtime-test-key"

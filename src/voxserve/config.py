@@ -153,6 +153,8 @@ class Settings(BaseSettings):
     realtime_live_deltas: bool = True  # transcription deltas while the user is still speaking
     realtime_partial_interval_ms: int = 500  # new audio between two live decodes of an utterance
     realtime_partial_beam_size: int = 1  # live decodes are greedy; the final one uses `beam_size`
+    # Conversation sessions: the history kept for the chat model, in tokens (0: the chat context)
+    realtime_history_tokens: int = Field(0, ge=0)
 
     # Voice chat (chat completions with audio out; realtime conversations)
     voice_instructions: str = DEFAULT_VOICE_INSTRUCTIONS  # empty: no default instruction

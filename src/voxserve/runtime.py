@@ -7,6 +7,7 @@ their own and drive the same engines in-process.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -22,6 +23,8 @@ from voxserve.engines.spoken_reply import SpokenReplies
 from voxserve.engines.text_to_speech import TextToSpeech
 from voxserve.engines.upstream_chat import UpstreamChat
 from voxserve.engines.voice_chat import VoiceChat
+from voxserve.realtime.conversation import ConversationEnv
+from voxserve.realtime.conversations import Conversations
 from voxserve.realtime.hub import RealtimeHub
 from voxserve.realtime.session import SessionEnv
 
@@ -69,6 +72,7 @@ class Runtime:
         voice_chat = VoiceChat(stt, tts, answers, settings.default_stt_model, settings.chat_stt_beam_size)
         realtime = build_realtime(settings, stt)
         spoken = SpokenReplies(tts, settings.voice_instructions)
+        realtime.conversations = build_conversations(settings, realtime, chat, spoken, tts)
         return cls(settings, registry, stt, tts, chat, chat_gate, voice_chat, realtime, spoken)
 
     @property
@@ -119,3 +123,17 @@ def build_realtime(settings: Settings, stt: SpeechToText) -> RealtimeHub:
         partial_interval_ms=settings.realtime_partial_interval_ms,
     )
     return RealtimeHub(stt, env, max_sessions=settings.realtime_max_sessions, key_secret=settings.realtime_key_secret)
+
+
+def build_conversations(
+    settings: Settings, hub: RealtimeHub, chat: EmbeddedChat | UpstreamChat, spoken: SpokenReplies, tts: TextToSpeech
+) -> Conversations:
+    env = ConversationEnv(
+        resolve_voice=tts.voices.resolve,
+        default_instructions=spoken.instructions,
+        chat_model=settings.default_chat_model,
+        max_tokens=settings.chat_max_tokens,
+        context_tokens=settings.realtime_history_tokens or settings.chat_context,
+    )
+    session_env = dataclasses.replace(hub.env, live_deltas=False, beam_size=settings.chat_stt_beam_size)
+    return Conversations(chat, spoken, env, session_env)

@@ -13,6 +13,7 @@ from typing import Any
 from voxserve.engines.live_transcription import DecodeRunner
 from voxserve.engines.speech_to_text import SpeechToText
 from voxserve.realtime.config import TranscriptionSessionConfig, parse_transcription_update
+from voxserve.realtime.conversations import Conversations
 from voxserve.realtime.protocol import Dialect
 from voxserve.realtime.session import SessionEnv
 from voxserve.realtime.tokens import KeyMinter
@@ -43,6 +44,8 @@ class RealtimeHub:
         # Audio conversion, denoising and VAD of appends: off the event loop, apart from the STT gate.
         self.audio_executor = ThreadPoolExecutor(max_workers=audio_threads, thread_name_prefix="vox-realtime")
         self._active = 0
+        # Conversation sessions (speech in, speech out); the runtime connects them to the chat engines.
+        self.conversations: Conversations | None = None
 
     @property
     def active_sessions(self) -> int:

@@ -15,9 +15,11 @@ from starlette.websockets import WebSocketDisconnect
 
 from voxserve.errors import InvalidRequest, Overloaded, VoxError
 from voxserve.realtime.config import render_beta_transcription_session, render_ga_transcription_session, token_payload
+from voxserve.realtime.conversation import ConversationSession
 from voxserve.realtime.errors import ClientEventError
 from voxserve.realtime.hub import RealtimeHub, SessionsFull
 from voxserve.realtime.protocol import Dialect, EventFactory, new_id
+from voxserve.realtime.response_runner import run_response
 from voxserve.realtime.session import DecodeJob, RealtimeSession
 from voxserve.realtime.tokens import EphemeralKey, KeyTooLarge
 from voxserve.realtime.transcription import with_model
@@ -67,24 +69,60 @@ async def realtime_socket(websocket: WebSocket) -> None:
     try:
         await websocket.accept(subprotocol=_subprotocol(websocket))
         dialect = _dialect(websocket)
-        if not transcription:
-            await _refuse_conversation(websocket, dialect)
-            return
-        session = _open_transcription(hub, dialect, key, query.get("model"))
+        model = query.get("model")
+        if not transcription and key is None and model and _is_transcription_model(websocket, model):
+            transcription = True  # `?model=gpt-4o-transcribe` without the intent: what else could it mean
+        if transcription:
+            session = _open_transcription(hub, dialect, key, model)
+        else:
+            opened = await _open_conversation(websocket, hub, dialect, key, model)
+            if opened is None:
+                return
+            session = opened
         await _pump(websocket, hub, session)
     finally:
         hub.release()
 
 
-async def _refuse_conversation(websocket: WebSocket, dialect: Dialect) -> None:
-    error = EventFactory(dialect).error(
-        "Conversation sessions (speech in, speech out) are not available on this server yet. Connect with "
-        "`?intent=transcription` for live transcription.",
-        code="unsupported_session_type",
-        param="model",
-    )
-    await websocket.send_text(json.dumps(error))
-    await websocket.close(code=1000, reason="conversation sessions are not available yet")
+def _is_transcription_model(websocket: WebSocket, model: str) -> bool:
+    registry = websocket.app.state.vox.registry
+    try:
+        registry.resolve(model, kind="realtime")
+        return False
+    except VoxError:
+        pass
+    try:
+        registry.resolve(model, kind="stt")
+        return True
+    except VoxError:
+        return False
+
+
+async def _open_conversation(
+    websocket: WebSocket, hub: RealtimeHub, dialect: Dialect, key: EphemeralKey | None, model: str | None
+) -> RealtimeSession | None:
+    conversations = hub.conversations
+    events = EventFactory(dialect)
+    error = None
+    if conversations is None:
+        error = events.error("Conversation sessions are not available on this server.", code="unsupported_session_type")
+    elif model:
+        try:
+            websocket.app.state.vox.registry.resolve(model, kind="realtime")
+        except VoxError as exc:
+            error = events.error(exc.message, code=exc.code or "model_not_found", param="model")
+    if error is None:
+        assert conversations is not None
+        try:
+            config = conversations.config(key.session if key is not None else None, model)
+        except ClientEventError as exc:
+            error = events.error(exc.message, code=exc.code, param=exc.param)
+    if error is not None:
+        await websocket.send_text(json.dumps(error))
+        await websocket.close(code=1008, reason="the session could not be opened")
+        return None
+    secret = {"value": key.value, "expires_at": key.expires_at} if key is not None else None
+    return conversations.session(dialect, config, secret)
 
 
 def _open_transcription(
@@ -112,6 +150,9 @@ async def _pump(websocket: WebSocket, hub: RealtimeHub, session: RealtimeSession
     lock = asyncio.Lock()
     tasks: set[asyncio.Task[None]] = set()
 
+    conversation = session if isinstance(session, ConversationSession) else None
+    responses: dict[str, asyncio.Task[None]] = {}
+
     async def flush() -> None:
         for event in session.take_events():
             await websocket.send_text(json.dumps(event))
@@ -119,6 +160,28 @@ async def _pump(websocket: WebSocket, hub: RealtimeHub, session: RealtimeSession
             task = asyncio.create_task(run(job))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
+        if conversation is not None:
+            _respond(conversation)
+
+    def _respond(conversation: ConversationSession) -> None:
+        # A cancelled response stops generating and speaking now; a new one starts on the engines.
+        for response_id in conversation.take_cancels():
+            task = responses.pop(response_id, None)
+            if task is not None:
+                task.cancel()
+        for response in conversation.take_responses():
+            assert hub.conversations is not None
+            task = asyncio.create_task(run_response(hub.conversations, conversation, response, deliver))
+            responses[response.response_id] = task
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            task.add_done_callback(lambda _, rid=response.response_id: responses.pop(rid, None))
+
+    async def deliver(call: Any, *args: Any) -> None:
+        async with lock:
+            call(*args)
+            with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+                await flush()
 
     async def run(job: DecodeJob) -> None:
         result: Any
@@ -215,7 +278,12 @@ def _mint_transcription(hub: RealtimeHub, session: dict[str, Any], expires_at: i
 
 
 def _mint_conversation(hub: RealtimeHub, session: dict[str, Any], expires_at: int, param: str) -> EphemeralKey:
-    # Conversation sessions are not served yet: the key carries the config as given.
+    # The key carries the config as given; a session opened with it starts from it, so it must parse.
+    if hub.conversations is not None:
+        try:
+            hub.conversations.config(session, param=param)
+        except ClientEventError as exc:
+            raise _client_event_to_http(exc) from exc
     try:
         return hub.minter.mint("realtime", session, expires_at)
     except KeyTooLarge as exc:
