@@ -154,6 +154,9 @@ class Settings(BaseSettings):
     realtime_live_deltas: bool = True  # transcription deltas while the user is still speaking
     realtime_partial_interval_ms: int = 500  # new audio between two live decodes of an utterance
     realtime_partial_beam_size: int = 1  # live decodes are greedy; the final one uses `beam_size`
+    # A turn's final decode re-decodes an unsure trimmed window at Whisper's full 30 s, as REST does:
+    # about 1 WER point better, but ~2 s later on those turns (benchmarks/realtime.py). False: latency first.
+    realtime_final_full_window: bool = True
 
     # Voice chat (chat completions with audio out; realtime conversations)
     voice_instructions: str = DEFAULT_VOICE_INSTRUCTIONS  # empty: no default instruction

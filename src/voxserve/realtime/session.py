@@ -70,7 +70,7 @@ class SessionEnv:
     live_hold_back_words: int = 2
     # Final decodes never encode Whisper's full 30 s window again when unsure of a trimmed one (the
     # REST endpoint does): that re-decode costs ~2 s of CPU on whisper-base, past the turn's deadline.
-    final_trimmed_only: bool = True
+    final_trimmed_only: bool = False
     # Silence after speech before the utterance is decoded speculatively (its final audio is known
     # then, unless speech resumes); also the silence kept at the end of a committed item.
     end_padding_ms: int = 200
