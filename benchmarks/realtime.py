@@ -1,12 +1,17 @@
 """Realtime transcription benchmark: latency of turns, live deltas, how many sessions keep up, denoising.
 
-Run under the exclusive CPU lock: `flock -x /tmp/vox-cpu.lock .venv/bin/python benchmarks/realtime.py`.
+Run under the exclusive CPU lock: `flock -x /tmp/vox-cpu.lock .venv/bin/python benchmarks/realtime.py`
+(about 15 minutes on 2 cores; `--skip-sessions`, `--skip-parity`, `--skip-denoise` run parts).
 
 1. N sessions (N = 1, 2, ...) each stream the same dev-speech utterances (each <= 10 s, 1.5 s apart) at
    real time into a real server over WebSocket. Per utterance: `speech_stopped` -> `completed`, and
    `speech_started` -> first delta. A run keeps up when every `completed` came <= 1.5 s after its
    `speech_stopped`. CPU per session is the server's CPU seconds over the run, per session, per second.
-2. Noise reduction (RNNoise) on clean and noisy (white noise, 10 dB SNR) speech: WER with it on and off,
+2. Accuracy parity with REST on >= 15 dev-speech clips: each clip streamed through the session machine
+   in-process (server VAD, every decode run as soon as it is asked for), against REST on the files and
+   on the same 24 kHz audio, for several live-delta policies; and language detection on short
+   non-English clips.
+3. Noise reduction (RNNoise) on clean and noisy (white noise, 10 dB SNR) speech: WER with it on and off,
    through the same session machine in-process.
 3. Conversations (`?model=gpt-realtime`, default models): spoken questions (espeak-ng) streamed at real
    time under server VAD; from the end of the user's speech to the first `response.output_audio.delta`,
@@ -207,6 +212,203 @@ def denoise_section(count: int) -> None:
     )
 
 
+# Live-delta policies compared for accuracy (name -> SessionEnv changes): live decodes greedy or with
+# beam 5, a word sent once `aN` successive decodes agree and it is not among the last `hN` words
+# ("-fast": a live decode every 300 ms of new audio from 500 ms on, not 500 from 700). The server's
+# default is greedy-a3-h2.
+# "final-only" sends no live deltas: what is left between it and REST is the audio path (VAD cut, padding, resampling).
+VARIANTS: dict[str, dict[str, object]] = {
+    "final-only": {"live_deltas": False, "final_trimmed_only": False},
+    "final-only-trimmed": {"live_deltas": False, "final_trimmed_only": True},
+    "greedy-a2-h1": {"partial_beam_size": 1, "live_agreement": 2, "live_hold_back_words": 1},
+    "greedy-a3-h2": {"partial_beam_size": 1, "live_agreement": 3, "live_hold_back_words": 2},
+    "greedy-a3-h2-fast": {
+        "partial_beam_size": 1,
+        "live_agreement": 3,
+        "live_hold_back_words": 2,
+        "partial_interval_ms": 300,
+        "partial_min_ms": 500,
+    },
+    "greedy-a2-h2-fast": {
+        "partial_beam_size": 1,
+        "live_agreement": 2,
+        "live_hold_back_words": 2,
+        "partial_interval_ms": 300,
+        "partial_min_ms": 500,
+    },
+    "beam5-a2-h1": {"partial_beam_size": 5, "live_agreement": 2, "live_hold_back_words": 1},
+    "beam5-a2-h2": {"partial_beam_size": 5, "live_agreement": 2, "live_hold_back_words": 2},
+}
+
+
+@dataclasses.dataclass
+class _Streamed:
+    text: str = ""
+    language: str = ""
+    first_delta: float | None = None  # audio seconds after speech start, plus the decode that sent it
+    partial_seconds: float = 0.0  # compute spent on live decodes
+    partials: int = 0
+    turns: int = 0
+
+
+def _stream_in_process(runtime: object, env: object, pcm: np.ndarray) -> _Streamed:
+    """One clip streamed in 100 ms appends through a session under server VAD, every decode run at
+    once as it is asked for (the CPU always free: as many live decodes as the session wants)."""
+    from voxserve.realtime.transcription import TranscriptionSession
+
+    session = TranscriptionSession(env)  # type: ignore[arg-type]
+    session.start()
+    out = _Streamed()
+    audio = np.concatenate([np.zeros(12000, np.int16), pcm, np.zeros(36000, np.int16)])
+    speech_at = 0.0
+    texts = []
+
+    def handle(now: float, decode_seconds: float) -> None:
+        nonlocal speech_at
+        for event in session.take_events():
+            kind = event["type"]
+            if kind.endswith("speech_started"):
+                speech_at = event["audio_start_ms"] / 1000
+                out.turns += 1
+            elif kind.endswith("transcription.delta") and out.first_delta is None:
+                out.first_delta = now - speech_at + decode_seconds
+            elif kind.endswith("transcription.completed"):
+                texts.append(event["transcript"])
+
+    for offset in range(0, len(audio), 2400):
+        chunk = base64.b64encode(audio[offset : offset + 2400].tobytes()).decode()
+        session.receive(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
+        now = min(len(audio), offset + 2400) / 24000
+        handle(now, 0.0)
+        while jobs := session.take_jobs():
+            for job in jobs:
+                started = time.perf_counter()
+                with runtime.registry.lease(job.spec) as engine:  # type: ignore[attr-defined]
+                    result = engine.start(job.audio, job.options).run_to_end()
+                seconds = time.perf_counter() - started
+                if job.kind == "partial":
+                    out.partial_seconds += seconds
+                    out.partials += 1
+                else:
+                    out.language = result.language
+                session.decoded(job, result)
+                handle(now, seconds)
+    out.text = " ".join(texts)
+    return out
+
+
+def _rest_transcript(runtime: object, clip: str, streamed: bool = False) -> tuple[str, str]:
+    """What POST /v1/audio/transcriptions answers for the clip's file, or (`streamed`) for a WAV of the
+    24 kHz PCM a realtime client streams: (text, language)."""
+    import io
+    import wave
+
+    from tests.realtime_tools import DEV_SPEECH
+
+    from voxserve.audio.decode import decode_audio
+    from voxserve.engines.whisper import TranscribeOptions
+
+    if streamed:
+        data = io.BytesIO()
+        with wave.open(data, "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(24000)
+            out.writeframes(clip_pcm(clip).tobytes())
+        data.seek(0)
+        audio = decode_audio(data)
+    else:
+        with (DEV_SPEECH / manifest()[clip]["path"]).open("rb") as f:
+            audio = decode_audio(f)
+    spec = runtime.stt.resolve("whisper-1")  # type: ignore[attr-defined]
+    options = TranscribeOptions(beam_size=runtime.settings.beam_size)  # type: ignore[attr-defined]
+    with runtime.registry.lease(spec) as engine:  # type: ignore[attr-defined]
+        transcript = engine.start(audio, options).run_to_end()
+    return transcript.text, transcript.language
+
+
+def parity_clips(count: int, max_seconds: float = 12.0) -> list[str]:
+    """The first `count` English dev-speech clips up to `max_seconds` (one utterance each), by id."""
+    rows = manifest()
+    return sorted(k for k, v in rows.items() if v["lang"] == "en" and v["duration_s"] <= max_seconds)[:count]
+
+
+def _word_edits(before: list[str], after: list[str]) -> int:
+    import jiwer
+
+    out = jiwer.process_words(before, after)
+    return int(out.substitutions + out.deletions + out.insertions)
+
+
+def parity_section(count: int, variants: list[str], languages: bool) -> None:
+    import jiwer
+    from whisper_normalizer.english import EnglishTextNormalizer
+
+    from voxserve.runtime import Runtime
+
+    normalize = EnglishTextNormalizer()
+    runtime = Runtime.build()
+    clips = parity_clips(count)
+    refs = [normalize(clip_text(c)) for c in clips]
+    rest_files = [normalize(_rest_transcript(runtime, c)[0]) for c in clips]
+    rest_same = [normalize(_rest_transcript(runtime, c, streamed=True)[0]) for c in clips]
+    wer_files, wer_same = jiwer.wer(refs, rest_files), jiwer.wer(refs, rest_same)
+    seconds = sum(manifest()[c]["duration_s"] for c in clips)
+    words = sum(len(r.split()) for r in refs)
+    print(
+        f"\n## Accuracy parity with REST: {len(clips)} English dev-speech clips ({seconds:.0f} s, {words} words, "
+        "one utterance each), whisper-base, streamed in 100 ms appends under server VAD, every decode run as "
+        "soon as the session asks (as many live decodes as it wants: the most they can change)\n"
+    )
+    print(
+        f"REST on the files: WER {wer_files * 100:.2f}%; REST on the same 24 kHz PCM the sessions get (as WAV): "
+        f"WER {wer_same * 100:.2f}%; the two differ in {_word_edits(rest_files, rest_same)} words.\n"
+    )
+    final_only: list[str] | None = None
+    for name in ["final-only", *(v for v in variants if v != "final-only")]:
+        env = dataclasses.replace(runtime.realtime.env, **VARIANTS[name])  # type: ignore[arg-type]
+        runs = [_stream_in_process(runtime, env, clip_pcm(c)) for c in clips]
+        hyps = [normalize(r.text) for r in runs]
+        if final_only is None:
+            final_only = hyps
+            single = [i for i, r in enumerate(runs) if r.turns == 1]
+            pick = [[seq[i] for i in single] for seq in (refs, rest_same, hyps)]
+            print(
+                f"Server VAD (500 ms of silence ends a turn) cuts {len(clips) - len(single)} of the clips into "
+                f"several turns, each decoded alone; on the {len(single)} clips heard as one turn, REST (same "
+                f"audio) {jiwer.wer(pick[0], pick[1]) * 100:.2f}% vs realtime final-only "
+                f"{jiwer.wer(pick[0], pick[2]) * 100:.2f}%.\n"
+            )
+            print(
+                "| live deltas | WER | vs REST, same audio | words changed by live deltas | first delta (audio s after "
+                "speech start + decode) median / max | live decode CPU per audio second |"
+            )
+            print("|---|---|---|---|---|---|")
+        value = jiwer.wer(refs, hyps)
+        firsts = [r.first_delta for r in runs if r.first_delta is not None]
+        first = f"{statistics.median(firsts):.2f} / {max(firsts):.2f} s" if firsts else "none"
+        cost = sum(r.partial_seconds for r in runs) / seconds
+        changed = "-" if name == "final-only" else str(_word_edits(final_only, hyps))
+        print(
+            f"| {name} | {value * 100:.2f}% | {(value - wer_same) * 100:+.2f} points | {changed} | "
+            f"{first if name != 'final-only' else '(the final decode)'} | {cost:.2f} s |",
+            flush=True,
+        )
+    if languages:
+        others = sorted(k for k, v in manifest().items() if v["lang"] != "en" and v["duration_s"] <= 10)
+        env = runtime.realtime.env
+        wrong_rt = wrong_rest = 0
+        for clip in others:
+            expected = manifest()[clip]["lang"]
+            streamed = _stream_in_process(runtime, env, clip_pcm(clip))
+            wrong_rt += streamed.language != expected
+            wrong_rest += _rest_transcript(runtime, clip)[1] != expected
+        print(
+            f"\nLanguage detected on {len(others)} non-English clips of 3-10 s (first utterance of a session, "
+            f"with live decodes): realtime wrong on {wrong_rt}, REST wrong on {wrong_rest}."
+        )
+
+
 SILENCE_MS = 500  # server VAD's default silence_duration_ms
 CONVERSATION_PRELOAD = "whisper-base,qwen2.5-coder-0.5b,voice:en_US-joe-medium"
 
@@ -323,12 +525,25 @@ def main() -> None:
     parser.add_argument("--max-sessions", type=int, default=4)
     parser.add_argument("--denoise-clips", type=int, default=12)
     parser.add_argument("--skip-denoise", action="store_true")
+    parser.add_argument("--skip-sessions", action="store_true")
+    parser.add_argument("--parity-clips", type=int, default=24)
+    parser.add_argument(
+        "--variants",
+        default="final-only,greedy-a2-h1,greedy-a3-h2",
+        help=f"live-delta policies to compare: {', '.join(VARIANTS)}",
+    )
+    parser.add_argument("--skip-parity", action="store_true")
+    parser.add_argument("--skip-languages", action="store_true")
     parser.add_argument("--conversation-questions", type=int, default=6)
     parser.add_argument("--only-conversations", action="store_true")
     args = parser.parse_args()
     print("# voxserve realtime benchmark (whisper-base, int8, 2 cores)")
     if not args.only_conversations:
-        sessions_section(args.max_sessions)
+        if not args.skip_sessions:
+            sessions_section(args.max_sessions)
+        if not args.skip_parity:
+            names = [n.strip() for n in args.variants.split(",") if n.strip()]
+            parity_section(args.parity_clips, names, not args.skip_languages)
         if not args.skip_denoise:
             denoise_section(args.denoise_clips)
     conversation_section(args.conversation_questions)

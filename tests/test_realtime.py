@@ -5,8 +5,10 @@ pydantic types (GA union, or the beta union for beta sessions)."""
 from __future__ import annotations
 
 import base64
+import io
 import json
 import time
+import wave
 from collections.abc import Callable
 from functools import cache
 from typing import Any
@@ -20,11 +22,9 @@ from whisper_normalizer.english import EnglishTextNormalizer
 
 from tests.conftest import Server
 from tests.realtime_tools import (
-    DEV_SPEECH,
     EventReader,
     clip_pcm,
     clip_text,
-    manifest,
     silence,
     stream,
     ulaw,
@@ -33,6 +33,7 @@ from tests.realtime_tools import (
 TURN_CLIPS = ["en_ls_test-other_367-130732-0001", "en_ls_test-other_3331-159605-0003", "en_ljspeech_LJ049-0124"]
 LONG_CLIP = "en_ls_test-other_1998-15444-0005"
 TRANSCRIPTION = {"intent": "transcription"}
+PARITY_SLACK_WORDS = 2  # over TURN_CLIPS (33 words), against REST on the same audio
 _normalize = EnglishTextNormalizer()
 
 
@@ -40,11 +41,23 @@ def wer(reference: str, hypothesis: str) -> float:
     return float(jiwer.wer(_normalize(reference), _normalize(hypothesis)))
 
 
+def word_errors(reference: str, hypothesis: str) -> int:
+    out = jiwer.process_words(_normalize(reference), _normalize(hypothesis))
+    return int(out.substitutions + out.deletions + out.insertions)
+
+
 @cache
 def rest_transcript(base_url: str, clip_id: str) -> str:
+    """The REST endpoint's transcript of the audio the realtime tests stream: the clip as 24 kHz PCM
+    (in a WAV), so both sides hear the same samples."""
+    data = io.BytesIO()
+    with wave.open(data, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(24000)
+        out.writeframes(clip_pcm(clip_id).tobytes())
     client = OpenAI(base_url=f"{base_url}/v1", api_key="x", max_retries=0)
-    with (DEV_SPEECH / manifest()[clip_id]["path"]).open("rb") as f:
-        return client.audio.transcriptions.create(model="whisper-1", file=f).text
+    return client.audio.transcriptions.create(model="whisper-1", file=("clip.wav", data.getvalue())).text
 
 
 def item_events(reader: EventReader, item_id: str) -> list[str]:
@@ -111,19 +124,23 @@ def test_server_vad_turns_match_rest(server: Server) -> None:
     assert [c["item_id"] for c in committed] == [s["item_id"] for s in started]
     assert committed[0]["previous_item_id"] is None
     assert [c["previous_item_id"] for c in committed[1:]] == [c["item_id"] for c in committed[:-1]]
-    rest_words = realtime_words = 0.0
+    rest_errors = realtime_errors = 0
     for index, clip in enumerate(TURN_CLIPS):
         done = check_item(reader, committed[index]["item_id"])
         assert done["usage"]["type"] == "duration"
         reference = clip_text(clip)
-        rest_words += wer(reference, rest_transcript(server.base_url, clip))
-        realtime_words += wer(reference, done["transcript"])
+        rest_errors += word_errors(reference, rest_transcript(server.base_url, clip))
+        realtime_errors += word_errors(reference, done["transcript"])
         # Speech times within ~100 ms of the speech (LibriSpeech clips open with up to ~0.3 s of quiet).
         start_ms, end_ms = started[index]["audio_start_ms"], stopped[index]["audio_end_ms"]
         clip_end = onsets[index] + len(clip_pcm(clip)) / 24000
         assert onsets[index] * 1000 - 100 <= start_ms <= onsets[index] * 1000 + 600, (start_ms, onsets[index])
         assert clip_end * 1000 - 900 <= end_ms <= clip_end * 1000 + 150, (end_ms, clip_end)
-    assert realtime_words / 3 <= rest_words / 3 + 0.01, (realtime_words, rest_words)
+    # Parity within 1 WER point is benchmarks/realtime.py's figure, over 24 clips: these 33 words cannot
+    # resolve it (one word is 3 points, and the turn's own cut of the audio, or a live delta, can move
+    # a word either way). The bound catches what breaks parity outright: words lost, doubled or
+    # misjoined between deltas and the final decode, a wrong language, a truncated turn.
+    assert realtime_errors <= rest_errors + PARITY_SLACK_WORDS, (realtime_errors, rest_errors)
     assert [c["item_id"] for c in completed] == [c["item_id"] for c in committed]
 
 

@@ -3,9 +3,13 @@ config, G.711 and the session machine itself (scripted VAD, fake decodes, fake c
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import itertools
 import json
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -14,9 +18,12 @@ import pytest
 from tests.realtime_tools import validate
 from voxserve.audio.g711 import decode_g711, encode_g711
 from voxserve.audio.input_stream import InputAudioStream
+from voxserve.engines.admission import EngineGate
 from voxserve.engines.live_transcription import LiveTranscript, aligned_end, delta_text
 from voxserve.engines.registry import ModelSpec
+from voxserve.engines.speech_to_text import SpeechToText
 from voxserve.engines.streaming_vad import FRAME, TurnDetector
+from voxserve.engines.whisper import TranscribeOptions
 from voxserve.errors import ModelNotFound
 from voxserve.realtime.config import TranscriptionSessionConfig, parse_transcription_update
 from voxserve.realtime.errors import ClientEventError
@@ -68,6 +75,26 @@ def test_live_deltas_need_two_agreeing_decodes_and_hold_back_the_edge_word() -> 
     rest = live.finish(_transcript("I really liked that account of himself."))
     assert delta_text(rest) == " of himself."
     assert live.text == "I really liked that account of himself."
+
+
+def test_live_deltas_with_more_agreement_and_a_longer_hold_back() -> None:
+    live = LiveTranscript(hold_back=2, agreement=3)
+    assert live.update(_transcript("I really liked that")) == []
+    assert live.update(_transcript("I really liked that account")) == []  # only two decodes so far
+    assert delta_text(live.update(_transcript("I really liked that account of"))) == "I really liked that"
+    assert live.update(_transcript("I really liked that a count of him")) == []  # "account" read two ways
+    assert delta_text(live.update(_transcript("I really liked that account of him self"))) == ""
+    assert delta_text(live.finish(_transcript("I really liked that account of himself."))) == " account of himself."
+
+
+def test_live_decodes_unsure_of_their_language_are_forgotten() -> None:
+    live = LiveTranscript()
+    live.update(_transcript("hello there world"))
+    unsure = _transcript("hello there world")
+    unsure.language_probability = 0.5
+    assert live.update(unsure, 0.9) == []
+    assert live.update(_transcript("hello there world"), 0.9) == []  # agrees with nothing sure before it
+    assert delta_text(live.update(_transcript("hello there world"), 0.9)) == "hello there"
 
 
 def test_live_final_that_reads_sent_words_differently_keeps_them() -> None:
@@ -281,3 +308,67 @@ def test_beta_session_names_and_unknown_model() -> None:
     assert session.config == TranscriptionSessionConfig(
         session.config.input.__class__(transcription=session.config.input.transcription, turn_detection=None)
     )
+
+
+# --- decodes stop with their caller ---------------------------------------------------------------------
+
+
+class _SlowRun:
+    """A decode of many steps, each taking a while (as Whisper's windows do)."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self.transcript = _transcript("")
+
+    def next_segment(self) -> Segment | None:
+        self.steps += 1
+        time.sleep(0.05)
+        return None if self.steps > 40 else Segment(0, 0, 0.0, 1.0, " word", [1], 0.0, -0.1, 1.0, 0.0)
+
+
+class _SlowEngine:
+    def __init__(self) -> None:
+        self.runs: list[_SlowRun] = []
+
+    def start(self, audio: np.ndarray, options: Any) -> _SlowRun:
+        self.runs.append(_SlowRun())
+        return self.runs[-1]
+
+
+class _OneModel:
+    def __init__(self, engine: _SlowEngine) -> None:
+        self.engine = engine
+        self.leased = 0
+
+    @contextlib.contextmanager
+    def lease(self, spec: ModelSpec) -> Iterator[_SlowEngine]:
+        self.leased += 1
+        try:
+            yield self.engine
+        finally:
+            self.leased -= 1
+
+
+def test_transcribe_samples_stops_between_steps_when_cancelled() -> None:
+    engine = _SlowEngine()
+    registry = _OneModel(engine)
+    gate = EngineGate("stt-test", 1, 4)
+    stt = SpeechToText(registry, gate)  # type: ignore[arg-type]
+
+    async def scenario() -> int:
+        task = asyncio.create_task(stt.transcribe_samples(SPEC, np.zeros(16000, np.float32), TranscribeOptions()))
+        await asyncio.sleep(0.3)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert gate.active == 0 and registry.leased == 0  # the slot and the model are free at once
+        at_cancel = engine.runs[0].steps
+        await asyncio.sleep(0.4)
+        return at_cancel
+
+    try:
+        at_cancel = asyncio.run(scenario())
+    finally:
+        gate.shutdown()
+    assert 2 <= at_cancel < 40
+    assert engine.runs[0].steps <= at_cancel + 1  # at most the step in progress finished

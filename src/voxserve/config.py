@@ -155,6 +155,9 @@ class Settings(BaseSettings):
     realtime_partial_beam_size: int = 1  # live decodes are greedy; the final one uses `beam_size`
     # Conversation sessions: the history kept for the chat model, in tokens (0: the chat context)
     realtime_history_tokens: int = Field(0, ge=0)
+    # A turn's final decode re-decodes an unsure trimmed window at Whisper's full 30 s, as REST does:
+    # about 1 WER point better, but ~2 s later on those turns (benchmarks/realtime.py). False: latency first.
+    realtime_final_full_window: bool = True
 
     # Voice chat (chat completions with audio out; realtime conversations)
     voice_instructions: str = DEFAULT_VOICE_INSTRUCTIONS  # empty: no default instruction

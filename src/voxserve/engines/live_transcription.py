@@ -1,11 +1,13 @@
 """Live transcription of an utterance while it is still being spoken.
 
-The growing audio of the utterance is decoded again and again (each decode a plain Whisper run on
-everything so far). `LiveTranscript` sends as a delta only text that two successive decodes agree on,
-short of the newest decode's last word, so a word cut off at the edge of the audio is never sent; the
-final decode of the whole utterance then supplies the rest. Text once sent is never taken back: the
-final transcript is the sent text followed by the part of the final decode that comes after it, so the
-deltas of an item always join exactly to its `completed` transcript.
+The growing audio of the utterance is decoded again and again (each decode a greedy Whisper run on
+everything so far, on the trimmed window only). `LiveTranscript` sends as a delta only text that
+several successive decodes agree on (the session uses three), short of the newest decode's last words
+(two), so a word cut off at the edge of the audio is never sent; the final decode of the whole
+utterance (beam search, as the REST endpoint) then supplies the rest. benchmarks/realtime.py measures
+how many words live deltas change against final decodes alone. Text once sent is never taken back:
+the final transcript is the sent text followed by the part of the final decode that comes after it,
+so the deltas of an item always join exactly to its `completed` transcript.
 
 `DecodeRunner` runs those decodes on the speech-to-text gate: live (partial) decodes only when the gate
 has a slot free and another to spare, so under load they are skipped and the final decodes keep up;
@@ -80,11 +82,16 @@ def aligned_end(sent: list[str], words: list[str]) -> int:
 
 @dataclass
 class LiveTranscript:
-    """The text of one utterance as it is sent: deltas while it grows, the rest when it is final."""
+    """The text of one utterance as it is sent: deltas while it grows, the rest when it is final.
 
+    A word is sent from live decodes only once `agreement` successive decodes (all in one language)
+    read it the same way and it is not among the newest decode's last `hold_back` words.
+    """
+
+    hold_back: int = 1
+    agreement: int = 2
     sent: list[LiveWord] = field(default_factory=list)
-    _previous: list[LiveWord] | None = None
-    _previous_language: str | None = None
+    _history: list[tuple[list[LiveWord], str]] = field(default_factory=list)
 
     @property
     def text(self) -> str:
@@ -107,25 +114,27 @@ class LiveTranscript:
     def update(self, transcript: Transcript, min_language_probability: float = 0.0) -> list[LiveWord]:
         """A decode of the utterance so far: returns the newly stable words (often none).
 
-        Two decodes agree only if they also heard the same language, detected with at least
+        Decodes agree only if they also heard the same language, detected with at least
         `min_language_probability`: language detection on a second or two of speech wavers, and
         text sent in the wrong language could not be taken back.
         """
-        current = self._after_sent(words_of(transcript))
-        previous = self._after_sent(self._previous) if self._previous is not None else None
-        same_language = self._previous_language == transcript.language
-        self._previous = words_of(transcript)
-        self._previous_language = transcript.language
-        if previous is None or not same_language or transcript.language_probability < min_language_probability:
+        if transcript.language_probability < min_language_probability:
+            self._history.clear()
             return []
+        self._history.append((words_of(transcript), transcript.language))
+        del self._history[: -max(1, self.agreement)]
+        if len(self._history) < self.agreement or len({language for _, language in self._history}) > 1:
+            return []
+        readings = [self._after_sent(words) for words, _ in self._history]
+        current = readings[-1]
         agreed = 0
-        for old, new in zip(previous, current, strict=False):
-            if old.key != new.key or not new.key:
+        for column in zip(*readings, strict=False):
+            if not column[-1].key or any(w.key != column[-1].key for w in column):
                 break
             agreed += 1
-        # The newest decode's last word is held back even when both agree: it sits at the edge of
+        # The newest decode's last words are held back even when all agree: they sit at the edge of
         # the audio, where a word still being spoken is read as a shorter one ("Hell" for "Hale").
-        return self._delta(current[: min(agreed, len(current) - 1)])
+        return self._delta(current[: min(agreed, len(current) - self.hold_back)])
 
     def finish(self, transcript: Transcript) -> list[LiveWord]:
         """The final decode: returns the words still to send; `text` is then the whole transcript."""

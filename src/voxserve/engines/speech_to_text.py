@@ -86,17 +86,30 @@ class SpeechToText:
             pass
         return stream.transcript
 
-    def _transcribe_samples(self, spec: ModelSpec, audio: np.ndarray, options: TranscribeOptions) -> Transcript:
-        with self.registry.lease(spec) as engine:
-            started = time.perf_counter()
-            transcript = engine.start(audio, options).run_to_end()
-        self._report(spec, transcript, time.perf_counter() - started)
-        return transcript
+    def _start_samples(
+        self, spec: ModelSpec, audio: np.ndarray, options: TranscribeOptions, lease: contextlib.ExitStack
+    ) -> TranscriptionRun:
+        engine: WhisperEngine = lease.enter_context(self.registry.lease(spec))
+        return engine.start(audio, options)
 
     async def transcribe_samples(self, spec: ModelSpec, audio: np.ndarray, options: TranscribeOptions) -> Transcript:
-        """Transcribe 16 kHz mono float32 samples already in memory (a realtime session's buffer)."""
+        """Transcribe 16 kHz mono float32 samples already in memory (a realtime session's buffer).
+
+        Decoded one step at a time (language detection, then a chunk or a batch of chunks per step):
+        cancelling the caller (a session that ended) frees the slot and stops after the step in progress.
+        """
         async with self.gate.slot() as slot:
-            return await slot.run(self._transcribe_samples, spec, audio, options)
+            started = time.perf_counter()
+            run = await slot.run(self._start_samples, spec, audio, options, slot.leases)
+            compute = time.perf_counter() - started
+            while True:
+                started = time.perf_counter()
+                segment = await slot.run(run.next_segment)
+                compute += time.perf_counter() - started
+                if segment is None:
+                    break
+        self._report(spec, run.transcript, compute)
+        return run.transcript
 
     async def open_stream(self, spec: ModelSpec, source: BinaryIO, options: TranscribeOptions) -> SegmentStream:
         """Admit, decode and detect the language now, so every error before the first segment is an

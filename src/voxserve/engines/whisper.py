@@ -64,6 +64,9 @@ class TranscribeOptions:
     word_timestamps: bool = False
     vad: VadSettings = field(default_factory=lambda: DEFAULT_VAD)
     beam_size: int = 5
+    # Never encode a trimmed window again at its full 30 s (to re-decode it, or to detect the language
+    # when unsure): for a realtime session's live decodes, whose text later decodes must confirm anyway.
+    trimmed_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -253,6 +256,8 @@ class TranscriptionRun:
         prompts = [self._prompt(job) for job in jobs]
         results = self._decode(batch, prompts)
         redo = [i for i, result in enumerate(results) if batch.trimmed and self._unsure(result)]
+        if self._options.trimmed_only:
+            redo = []
         full = None
         if redo:
             # A trimmed window is only trusted when Whisper is sure of what it heard; otherwise the
@@ -524,14 +529,16 @@ class WhisperEngine:
     def plan(self, audio: np.ndarray, vad: VadSettings) -> list[Chunk]:
         return plan_chunks(speech_probabilities(audio), len(audio), vad.detection(), self.settings.chunking)
 
-    def _detect_language(self, features: np.ndarray, first: _Batch) -> tuple[str, float, _Batch]:
+    def _detect_language(
+        self, features: np.ndarray, first: _Batch, trimmed_only: bool = False
+    ) -> tuple[str, float, _Batch]:
         """The language of the first chunk, its probability, and the encoding to decode it from.
 
         A trimmed window's verdict is taken when it is clear; when it is not, the full window (Whisper's
         exact input) is encoded too, its probabilities are averaged in, and it is kept for decoding.
         """
         scores = {token[2:-2]: p for token, p in self.model.model.detect_language(first.encoded)[0]}
-        if max(scores.values()) >= self.settings.language_confidence or not first.trimmed:
+        if max(scores.values()) >= self.settings.language_confidence or not first.trimmed or trimmed_only:
             best = max(scores, key=scores.__getitem__)
             return best, scores[best], first
         full = _Batch(self.model, [features], self.settings, full=True)
@@ -553,7 +560,7 @@ class WhisperEngine:
             features = self.model.feature_extractor(audio[chunks[0].start : chunks[0].end])[..., :-1]
             first = _Batch(self.model, [features], self.settings)
             if language is None:
-                language, probability, first = self._detect_language(features, first)
+                language, probability, first = self._detect_language(features, first, options.trimmed_only)
         prompt_tokens = len(self.model.hf_tokenizer.encode(options.prompt).ids) if options.prompt else 0
         transcript = Transcript(
             task=options.task,

@@ -64,6 +64,13 @@ class SessionEnv:
     live_deltas: bool = True
     partial_interval_ms: int = 500
     partial_min_ms: int = 700
+    # A live decode's words are sent once this many successive decodes agree on them, short of the
+    # newest decode's last `live_hold_back_words` (see `LiveTranscript`).
+    live_agreement: int = 3
+    live_hold_back_words: int = 2
+    # Final decodes never encode Whisper's full 30 s window again when unsure of a trimmed one (the
+    # REST endpoint does): that re-decode costs ~2 s of CPU on whisper-base, past the turn's deadline.
+    final_trimmed_only: bool = False
     # Silence after speech before the utterance is decoded speculatively (its final audio is known
     # then, unless speech resumes); also the silence kept at the end of a committed item.
     end_padding_ms: int = 200
@@ -342,7 +349,7 @@ class RealtimeSession:
         item_id = self.env.ids("item")
         prefix = turn.prefix_padding_ms * RATE // 1000
         self._turn = _Turn(item_id, at, max(self._buffer.origin, at - prefix), last_partial=at)
-        self._items[item_id] = _ItemTranscript(item_id)
+        self._items[item_id] = self._new_item(item_id)
         self.outbox.append(self.events.speech_started(at * 1000 // RATE, item_id))
 
     def _speech_stopped(self, at: int) -> None:
@@ -371,7 +378,7 @@ class RealtimeSession:
         end = self._buffer.end
         self._buffer.clear()
         self._end_turn()
-        self._items.setdefault(item_id, _ItemTranscript(item_id))
+        self._items.setdefault(item_id, self._new_item(item_id))
         self._add_item(item_id, audio, end)
 
     def _clear(self, event: dict[str, Any]) -> None:
@@ -388,12 +395,16 @@ class RealtimeSession:
 
     # --- items and their transcription --------------------------------------------------------------
 
+    def _new_item(self, item_id: str) -> _ItemTranscript:
+        live = LiveTranscript(hold_back=self.env.live_hold_back_words, agreement=self.env.live_agreement)
+        return _ItemTranscript(item_id, live=live)
+
     def _add_item(self, item_id: str, audio: np.ndarray, end: int) -> None:
         previous = self.last_item_id
         self.last_item_id = item_id
         self.outbox.append(self.events.committed(item_id, previous))
         self.outbox.append(self.events.item_announced(user_audio_item(item_id, None), previous))
-        item = self._items.setdefault(item_id, _ItemTranscript(item_id))
+        item = self._items.setdefault(item_id, self._new_item(item_id))
         item.previous_item_id = previous
         item.audio = audio
         item.end = end
@@ -428,6 +439,9 @@ class RealtimeSession:
             word_timestamps=self.logprobs,
             vad=DEFAULT_VAD,
             beam_size=self.env.beam_size if final else self.env.partial_beam_size,
+            # A live decode's words wait for later decodes to agree: it need not pay for Whisper's
+            # full 30 s window (ten times the cost of the trimmed one on a second or two of speech).
+            trimmed_only=not final or self.env.final_trimmed_only,
         )
         return spec, options
 
