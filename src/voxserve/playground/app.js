@@ -260,6 +260,11 @@ function setUpCaptions() {
           p.className = "final";
           if (!p.textContent) p.remove();
         })
+        .on("conversation.item.input_audio_transcription.failed", (e) => {
+          const p = line(e.item_id);
+          p.className = "failed";
+          p.textContent = `(not transcribed: ${e.error?.message || "failed"})`;
+        })
         .on("error", (e) => showStatus(status, e.error?.message || "realtime error", true));
       connection.onclose = (close) => {
         if (button.dataset.state === "live") stop(`Connection closed (${close.code}).`, close.code !== 1000);
@@ -291,6 +296,8 @@ function setUpVoiceChat() {
   let connection = null;
   let microphone = null;
   let talking = false;
+  let responding = false; // between response.created and response.done
+  let turnBytes = 0; // audio sent during this press
 
   const turn = (id, role) => {
     let p = log.querySelector(`p[data-item-id="${CSS.escape(id)}"]`);
@@ -327,6 +334,14 @@ function setUpVoiceChat() {
         p.textContent = (e.transcript || "").trim() || "(nothing heard)";
         p.classList.remove("pending");
       })
+      .on("conversation.item.input_audio_transcription.failed", (e) => {
+        const p = turn(e.item_id, "user");
+        p.textContent = "(not transcribed)";
+        p.classList.remove("pending");
+      })
+      .on("response.created", () => {
+        responding = true;
+      })
       .on("response.output_audio_transcript.delta", (e) => {
         turn(e.item_id, "assistant").textContent += e.delta || "";
       })
@@ -340,6 +355,7 @@ function setUpVoiceChat() {
       })
       .on("response.output_audio.delta", (e) => player.play(e.delta))
       .on("response.done", (e) => {
+        responding = false;
         for (const p of log.querySelectorAll("p.assistant.pending")) p.classList.remove("pending");
         const failed = e.response && e.response.status === "failed";
         button.dataset.state = "idle";
@@ -348,6 +364,7 @@ function setUpVoiceChat() {
       .on("error", (e) => showStatus(status, e.error?.message || "realtime error", true));
     opened.onclose = (close) => {
       connection = null;
+      responding = false;
       if (microphone) microphone.stop();
       microphone = null;
       button.dataset.state = "idle";
@@ -360,13 +377,16 @@ function setUpVoiceChat() {
   const startTalking = async () => {
     if (talking) return;
     talking = true;
+    turnBytes = 0;
     player.stop();
     button.dataset.state = "talking";
     showStatus(status, "Listening… release to send.");
     try {
       if (!connection) connection = await connect();
+      else if (responding) connection.send({ type: "response.cancel" }); // the person talks over the answer
       if (!microphone) {
         microphone = await Microphone.start((chunk) => {
+          turnBytes += chunk.length;
           connection?.send({ type: "input_audio_buffer.append", audio: bytesToBase64(chunk) });
         });
       }
@@ -383,7 +403,17 @@ function setUpVoiceChat() {
     if (!talking && button.dataset.state !== "talking") return;
     talking = false;
     if (!microphone || !connection) return; // still connecting: startTalking finishes the turn
+    await microphone.flush();
+    if (talking) return; // pressed again meanwhile: the turn goes on
     microphone.sending = false;
+    if (!connection) return;
+    if (turnBytes < 4800) {
+      // Under 100 ms of audio: the server would refuse the commit. Nothing is sent as a turn.
+      connection.send({ type: "input_audio_buffer.clear" });
+      button.dataset.state = "idle";
+      showStatus(status, "Hold the button while you speak, then release.", true);
+      return;
+    }
     button.dataset.state = "thinking";
     showStatus(status, "Thinking…");
     connection.send({ type: "input_audio_buffer.commit" });

@@ -123,11 +123,29 @@ export class Microphone {
     this.source = source;
     this.sending = true;
     this.level = 0;
+    this.flushed = null; // resolves the pending flush()
     node.port.onmessage = (message) => {
-      const { pcm, level } = message.data;
+      const { pcm, level, flushed } = message.data;
       this.level = level;
-      if (this.sending) onChunk(new Uint8Array(pcm));
+      if (this.sending && pcm.byteLength) onChunk(new Uint8Array(pcm));
+      if (flushed && this.flushed) this.flushed();
     };
+  }
+
+  // Sends what the worklet holds now (less than one chunk), so that a turn ends where the person
+  // stopped; resolves once it is sent (or after 300 ms, should the audio graph have stalled).
+  flush() {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, 300);
+      const self = this;
+      function done() {
+        clearTimeout(timer);
+        self.flushed = null;
+        resolve();
+      }
+      this.flushed = done;
+      this.node.port.postMessage("flush");
+    });
   }
 
   static async start(onChunk) {
