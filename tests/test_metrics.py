@@ -194,3 +194,26 @@ def test_realtime_sessions_are_counted_while_open() -> None:
             socket.send_text("bye")
         assert metrics.registry.get_sample_value(gauge, {"kind": "transcription"}) == 0
         assert metrics.registry.get_sample_value("voxserve_realtime_sessions_total", {"kind": "transcription"}) == 1
+
+
+def test_real_transcription_sessions_are_counted(server: Server, client: OpenAI) -> None:
+    """On the real server: a live transcription WebSocket counts as `transcription` while it is open,
+    whether it says `?intent=transcription` or opens with an ephemeral key minted for transcription
+    (what a browser does), and the gauge falls back when it closes."""
+    active, total = "voxserve_realtime_sessions_active", "voxserve_realtime_sessions_total"
+    before = scrape(server.base_url)
+    secret = client.realtime.client_secrets.create(
+        session={"type": "transcription", "audio": {"input": {"transcription": {"model": "whisper-1"}}}}
+    )
+    with client.realtime.connect(extra_query={"intent": "transcription"}) as by_intent:
+        assert by_intent.recv().type == "session.created"
+        with server.client(api_key=secret.value).realtime.connect() as by_key:
+            created = by_key.recv()
+            assert created.type == "session.created" and created.session.type == "transcription"
+            during = scrape(server.base_url)
+    wait_for(lambda: value(scrape(server.base_url), active, kind="transcription") == 0, 10, "the sessions to be let go")
+    after = scrape(server.base_url)
+    assert value(during, active, kind="transcription") == 2
+    assert value(during, active, kind="conversation") == 0
+    assert value(after, total, kind="transcription") - value(before, total, kind="transcription") == 2
+    assert value(after, total, kind="conversation") == value(before, total, kind="conversation")
