@@ -220,6 +220,8 @@ def test_microphone_shows_live_captions(
     spoken = len(clip_pcm(CAPTION_CLIP)) / 24000
     heard = (stopped["audio_end_ms"] - started["audio_start_ms"]) / 1000
     assert spoken * 0.8 < heard < spoken * 1.3 + 1.0, (heard, spoken)
+    # The first words too: the speech starts 1 s into the session (less the 300 ms prefix padding).
+    assert 0.5 <= started["audio_start_ms"] / 1000 <= 1.4, started
 
     hook(browser, "panel-captions").screenshot(str(SHOTS / "panel-captions-live.png"))
     button.click()  # stop
