@@ -155,6 +155,9 @@ export class Microphone {
     // No echo cancellation: the page never plays while it sends (push to talk stops the answer first),
     // and Chrome's canceller, once the page has played anything (a speech result), eats the first
     // second or two of what is said next.
+    if (!navigator.mediaDevices) {
+      throw new Error("The browser gives the microphone only to pages on https:// or localhost.");
+    }
     const context = await audioContext();
     const stream = await navigator.mediaDevices.getUserMedia({
       audio: { channelCount: 1, echoCancellation: false, noiseSuppression: true },
