@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import threading
@@ -22,6 +23,7 @@ from starlette.websockets import WebSocket
 
 from tests.audio_tools import SENTENCES
 from tests.conftest import KEY, Server
+from tests.realtime_tools import clip_pcm
 from voxserve.config import Settings
 from voxserve.runtime import Runtime
 from voxserve.server.metrics import Metrics, MetricsMiddleware, metrics_need_key
@@ -194,3 +196,40 @@ def test_realtime_sessions_are_counted_while_open() -> None:
             socket.send_text("bye")
         assert metrics.registry.get_sample_value(gauge, {"kind": "transcription"}) == 0
         assert metrics.registry.get_sample_value("voxserve_realtime_sessions_total", {"kind": "transcription"}) == 1
+
+
+def test_real_transcription_sessions_are_counted(server: Server, client: OpenAI) -> None:
+    """On the real server: a live transcription WebSocket counts as `transcription` while it is open,
+    whether it says `?intent=transcription` or opens with an ephemeral key minted for transcription
+    (what a browser does), and the gauge falls back when it closes."""
+    active, total = "voxserve_realtime_sessions_active", "voxserve_realtime_sessions_total"
+    before = scrape(server.base_url)
+    secret = client.realtime.client_secrets.create(
+        session={"type": "transcription", "audio": {"input": {"transcription": {"model": "whisper-1"}}}}
+    )
+    clip = clip_pcm("en_ls_test-other_367-130732-0001")
+    with client.realtime.connect(extra_query={"intent": "transcription"}) as by_intent:
+        assert by_intent.recv().type == "session.created"
+        with server.client(api_key=secret.value).realtime.connect() as by_key:
+            created = by_key.recv()
+            assert created.type == "session.created" and created.session.type == "transcription"
+            during = scrape(server.base_url)
+        # Audio heard over a realtime session counts as audio in, like a file's.
+        by_intent.session.update(session={"type": "transcription", "audio": {"input": {"turn_detection": None}}})
+        by_intent.input_audio_buffer.append(audio=base64.b64encode(clip.tobytes()).decode())
+        by_intent.input_audio_buffer.commit()
+        for event in by_intent:
+            assert event.type != "error", event
+            if event.type == "conversation.item.input_audio_transcription.completed":
+                break
+    wait_for(lambda: value(scrape(server.base_url), active, kind="transcription") == 0, 10, "the sessions to be let go")
+    after = scrape(server.base_url)
+    assert value(during, active, kind="transcription") == 2
+    assert value(during, active, kind="conversation") == 0
+    assert value(after, total, kind="transcription") - value(before, total, kind="transcription") == 2
+    assert value(after, total, kind="conversation") == value(before, total, kind="conversation")
+
+    def heard(samples: Samples) -> float:
+        return sum(v for (name, _), v in samples.items() if name == "voxserve_audio_input_seconds_total")
+
+    assert heard(after) - heard(before) == pytest.approx(len(clip) / 24000, abs=0.05)

@@ -1,7 +1,7 @@
 // The playground's four panels. Each talks to the same public API any OpenAI client uses.
 
 import { apiKey, authHeaders, getJson, postJson, raiseForStatus, serverSentEvents, showStatus } from "./api.js";
-import { bytesToBase64, Microphone, PCM, PcmPlayer, RealtimeConnection, realtimeUrl, sessionToken } from "./realtime.js";
+import { AudioSender, Microphone, PCM, PcmPlayer, RealtimeConnection, realtimeUrl, sessionToken } from "./realtime.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -246,6 +246,12 @@ function setUpCaptions() {
         },
       },
     };
+    const sender = new AudioSender();
+    // The microphone starts at once, while the session connects: what is said meanwhile waits in `sender`.
+    const listening = Microphone.start((chunk) => sender.push(chunk));
+    listening.then((started) => {
+      microphone = started;
+    }, () => {});
     try {
       const token = await sessionToken(session);
       connection = await RealtimeConnection.open(realtimeUrl({ intent: "transcription" }), token);
@@ -260,14 +266,19 @@ function setUpCaptions() {
           p.className = "final";
           if (!p.textContent) p.remove();
         })
+        .on("conversation.item.input_audio_transcription.failed", (e) => {
+          const p = line(e.item_id);
+          p.className = "failed";
+          p.textContent = `(not transcribed: ${e.error?.message || "failed"})`;
+        })
         .on("error", (e) => showStatus(status, e.error?.message || "realtime error", true));
       connection.onclose = (close) => {
         if (button.dataset.state === "live") stop(`Connection closed (${close.code}).`, close.code !== 1000);
       };
       connection.send({ type: "session.update", session });
-      microphone = await Microphone.start((chunk) => {
-        connection?.send({ type: "input_audio_buffer.append", audio: bytesToBase64(chunk) });
-      });
+      sender.connection = connection;
+      sender.drain();
+      await listening;
       meter = setInterval(() => {
         level.style.width = `${Math.min(100, (microphone?.level || 0) * 400)}%`;
       }, 100);
@@ -276,6 +287,8 @@ function setUpCaptions() {
       button.disabled = false;
       showStatus(status, "Listening: speak, and pause to end a sentence.");
     } catch (error) {
+      // A refused connection: a microphone that started anyway is stopped as soon as it has.
+      listening.then((started) => started.stop(), () => {});
       stop(error.message, true);
     }
   });
@@ -291,6 +304,8 @@ function setUpVoiceChat() {
   let connection = null;
   let microphone = null;
   let talking = false;
+  let responding = false; // between response.created and response.done
+  const sender = new AudioSender(); // the audio of this press
 
   const turn = (id, role) => {
     let p = log.querySelector(`p[data-item-id="${CSS.escape(id)}"]`);
@@ -327,6 +342,14 @@ function setUpVoiceChat() {
         p.textContent = (e.transcript || "").trim() || "(nothing heard)";
         p.classList.remove("pending");
       })
+      .on("conversation.item.input_audio_transcription.failed", (e) => {
+        const p = turn(e.item_id, "user");
+        p.textContent = "(not transcribed)";
+        p.classList.remove("pending");
+      })
+      .on("response.created", () => {
+        responding = true;
+      })
       .on("response.output_audio_transcript.delta", (e) => {
         turn(e.item_id, "assistant").textContent += e.delta || "";
       })
@@ -340,6 +363,7 @@ function setUpVoiceChat() {
       })
       .on("response.output_audio.delta", (e) => player.play(e.delta))
       .on("response.done", (e) => {
+        responding = false;
         for (const p of log.querySelectorAll("p.assistant.pending")) p.classList.remove("pending");
         const failed = e.response && e.response.status === "failed";
         button.dataset.state = "idle";
@@ -348,6 +372,7 @@ function setUpVoiceChat() {
       .on("error", (e) => showStatus(status, e.error?.message || "realtime error", true));
     opened.onclose = (close) => {
       connection = null;
+      responding = false;
       if (microphone) microphone.stop();
       microphone = null;
       button.dataset.state = "idle";
@@ -360,16 +385,25 @@ function setUpVoiceChat() {
   const startTalking = async () => {
     if (talking) return;
     talking = true;
+    sender.reset();
+    if (microphone) microphone.sending = true;
     player.stop();
     button.dataset.state = "talking";
     showStatus(status, "Listening… release to send.");
     try {
-      if (!connection) connection = await connect();
-      if (!microphone) {
-        microphone = await Microphone.start((chunk) => {
-          connection?.send({ type: "input_audio_buffer.append", audio: bytesToBase64(chunk) });
-        });
+      if (connection && responding) connection.send({ type: "response.cancel" }); // talking over the answer
+      // The first press connects and starts the microphone together; the audio waits for the session.
+      const [opened, started] = await Promise.allSettled([
+        connection || connect(),
+        microphone || Microphone.start((chunk) => sender.push(chunk)),
+      ]);
+      if (started.status === "fulfilled") microphone = started.value;
+      if (opened.status === "rejected" || started.status === "rejected") {
+        throw (opened.status === "rejected" ? opened : started).reason;
       }
+      connection = opened.value;
+      sender.connection = connection;
+      sender.drain();
       microphone.sending = talking;
       if (!talking) await stopTalking(); // released while connecting
     } catch (error) {
@@ -383,7 +417,18 @@ function setUpVoiceChat() {
     if (!talking && button.dataset.state !== "talking") return;
     talking = false;
     if (!microphone || !connection) return; // still connecting: startTalking finishes the turn
+    await microphone.flush();
+    if (talking) return; // pressed again meanwhile: the turn goes on
     microphone.sending = false;
+    if (!connection) return;
+    sender.drain();
+    if (sender.bytes < 4800) {
+      // Under 100 ms of audio: the server would refuse the commit. Nothing is sent as a turn.
+      connection.send({ type: "input_audio_buffer.clear" });
+      button.dataset.state = "idle";
+      showStatus(status, "Hold the button while you speak, then release.", true);
+      return;
+    }
     button.dataset.state = "thinking";
     showStatus(status, "Thinking…");
     connection.send({ type: "input_audio_buffer.commit" });

@@ -123,18 +123,45 @@ export class Microphone {
     this.source = source;
     this.sending = true;
     this.level = 0;
+    this.flushed = null; // resolves the pending flush()
     node.port.onmessage = (message) => {
-      const { pcm, level } = message.data;
+      const { pcm, level, flushed } = message.data;
       this.level = level;
-      if (this.sending) onChunk(new Uint8Array(pcm));
+      if (this.sending && pcm.byteLength) onChunk(new Uint8Array(pcm));
+      if (flushed && this.flushed) this.flushed();
     };
   }
 
-  static async start(onChunk) {
-    const stream = await navigator.mediaDevices.getUserMedia({
-      audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true },
+  // Sends what the worklet holds now (less than one chunk), so that a turn ends where the person
+  // stopped; resolves once it is sent (or after 300 ms, should the audio graph have stalled).
+  flush() {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, 300);
+      const self = this;
+      function done() {
+        clearTimeout(timer);
+        self.flushed = null;
+        resolve();
+      }
+      this.flushed = done;
+      this.node.port.postMessage("flush");
     });
+  }
+
+  static async start(onChunk) {
+    // The context and its worklet first: the microphone is live from getUserMedia on, and what it
+    // hears before the worklet is connected would be lost (the first words of a person who talks
+    // right after the click).
+    // No echo cancellation: the page never plays while it sends (push to talk stops the answer first),
+    // and Chrome's canceller, once the page has played anything (a speech result), eats the first
+    // second or two of what is said next.
+    if (!navigator.mediaDevices) {
+      throw new Error("The browser gives the microphone only to pages on https:// or localhost.");
+    }
     const context = await audioContext();
+    const stream = await navigator.mediaDevices.getUserMedia({
+      audio: { channelCount: 1, echoCancellation: false, noiseSuppression: true },
+    });
     const source = context.createMediaStreamSource(stream);
     const node = new AudioWorkletNode(context, "pcm16-capture", { processorOptions: { targetRate: SAMPLE_RATE } });
     const mute = context.createGain();
@@ -149,6 +176,35 @@ export class Microphone {
     this.source.disconnect();
     this.node.disconnect();
     for (const track of this.stream.getTracks()) track.stop();
+  }
+}
+
+// Microphone chunks on their way to a session as `input_audio_buffer.append` events. The microphone
+// starts while the session is still connecting: until `connection` is set and open, chunks wait here,
+// so that nothing said in the meantime is lost.
+export class AudioSender {
+  constructor() {
+    this.connection = null;
+    this.pending = [];
+    this.bytes = 0; // sent or waiting, since the last reset()
+  }
+
+  push(chunk) {
+    this.bytes += chunk.length;
+    this.pending.push(chunk);
+    this.drain();
+  }
+
+  drain() {
+    if (!this.connection || !this.connection.open) return;
+    for (const chunk of this.pending.splice(0)) {
+      this.connection.send({ type: "input_audio_buffer.append", audio: bytesToBase64(chunk) });
+    }
+  }
+
+  reset() {
+    this.pending = [];
+    this.bytes = 0;
   }
 }
 

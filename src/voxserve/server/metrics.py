@@ -290,9 +290,14 @@ class MetricsMiddleware:
         accepted = False
 
         async def counted_send(message: Message) -> None:
-            nonlocal accepted
+            nonlocal accepted, kind
             if message["type"] == "websocket.accept" and not accepted:
                 accepted = True
+                # An ephemeral key minted for transcription opens a transcription session without
+                # `?intent=` (the auth middleware inside has left the verified key in the scope's state).
+                key = (scope.get("state") or {}).get("ephemeral_key")
+                if getattr(key, "kind", None) == "transcription":
+                    kind = "transcription"
                 self.metrics.realtime_active.labels(kind).inc()
                 self.metrics.realtime_sessions.labels(kind).inc()
             await send(message)
