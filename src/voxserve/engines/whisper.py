@@ -1,9 +1,9 @@
 """Speech to text with Whisper (CTranslate2 weights through faster-whisper), one VAD chunk batch at a time.
 
 The input is cut into chunks of speech by Silero VAD (`speech_chunks`), each at most one 30 s window
-and each ending in a pause. Every chunk is decoded as one Whisper window: with beam search, Whisper's
-temperature fallback, and (by default) without timestamp tokens, so a chunk is one segment bounded by
-pauses and is never cut short by an early end of text. Chunks after the first are decoded
+and each ending in a pause. Every chunk is decoded as one Whisper window, with beam search and Whisper's
+temperature fallback. Audio of several chunks is decoded without timestamp tokens, so a chunk is never cut
+short by an early end of text; a single chunk keeps Whisper's timestamps. Chunks after the first are decoded
 in batches (one encoder call and one beam search for several windows), which is where long audio gets
 faster than Whisper's own sequential loop; the first chunk is decoded alone, so a streamed transcript
 starts early. Word timestamps are aligned after a chunk's text is final, so asking for them (or for
@@ -81,10 +81,11 @@ class DecoderSettings:
     # Below this top probability, the language is detected again on the full window.
     language_confidence: float = 0.5
     pad_with_silence: bool = False
-    # Decode text only: a chunk is one segment bounded by the VAD's pauses. With timestamp tokens Whisper
-    # often stops a window early and the rest of the chunk needs another window (dev-speech, base: the
-    # 231 s reading 12.2 s -> 8.2 s, short English clips 2.4x -> 3.2x faster than padding to 30 s, WER
-    # the same or better); word timestamps still come from alignment when asked for.
+    # Audio of more than one chunk is decoded as text only (no timestamp tokens): with them Whisper often
+    # stops a window early and the rest of the chunk needs another window (dev-speech, the 231 s reading:
+    # base 12.2 s -> 8.2 s at the same WER, tiny.en 34 -> 30 errors). A single chunk keeps timestamps:
+    # there they cost no extra window and text-only decoding lost words (tiny.en, English clips: 70 -> 92
+    # errors). Word timestamps come from alignment either way.
     without_timestamps: bool = True
     # Condition a continuation on the text before it (Whisper's way); without, it joins the next batch.
     continuation_context: bool = False
@@ -217,6 +218,7 @@ class TranscriptionRun:
         self._prompt_tokens = (
             self._tokenizer.encode(" " + options.prompt.strip()) if options.prompt and options.prompt.strip() else []
         )
+        self._text_only = self._settings.without_timestamps and len(chunks) > 1
         self._previous: list[int] = []  # with condition_on_previous_text: everything decoded so far
         self._last_speech = 0.0  # the word aligner's memory of where speech last ended
         self.steps = 0
@@ -308,7 +310,7 @@ class TranscriptionRun:
         context = self._previous if self._settings.condition_on_previous_text else list(job.context)
         previous = (self._prompt_tokens + context)[-(self._model.max_length // 2 - 1) :]
         prompt = [tokenizer.sot_prev, *previous] if previous else []
-        if self._settings.without_timestamps:
+        if self._text_only:
             return [*prompt, *tokenizer.sot_sequence, tokenizer.no_timestamps]
         return prompt + list(tokenizer.sot_sequence)
 
