@@ -7,11 +7,10 @@ import base64
 import io
 from typing import Any
 
-import av
 import numpy as np
 
 from tests.chat_tools import espeak_wav
-from tests.realtime_tools import EventReader
+from tests.realtime_tools import EventReader, decode_pcm
 
 # Contract §6.7: one audio reply, GA names (deltas collapsed to one entry each).
 AUDIO_REPLY = [
@@ -47,14 +46,7 @@ _ANNOUNCED = ("conversation.item.added", "conversation.item.created", "conversat
 
 def espeak_pcm(text: str, rate: int = 24000) -> np.ndarray:
     """`text` spoken by espeak-ng, as mono int16 at `rate` (the Realtime API's PCM16 at 24 kHz)."""
-    with av.open(io.BytesIO(espeak_wav(text))) as container:
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
-        pieces = []
-        for frame in container.decode(audio=0):
-            frame.pts = None
-            pieces += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
-        pieces += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
-    return np.concatenate(pieces).astype(np.int16)
+    return decode_pcm(io.BytesIO(espeak_wav(text)), rate)
 
 
 def response_events(reader: EventReader, response_id: str) -> list[dict[str, Any]]:

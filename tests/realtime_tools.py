@@ -4,6 +4,7 @@ SDK connection, and reading every server event back validated strictly against t
 from __future__ import annotations
 
 import base64
+import io
 import json
 import threading
 import time
@@ -31,10 +32,9 @@ def manifest() -> dict[str, dict[str, Any]]:
     return {row["id"]: row for row in rows}
 
 
-@cache
-def clip_pcm(clip_id: str, rate: int = 24000) -> np.ndarray:
-    """A dev-speech clip as mono int16 at `rate` (24 kHz is the Realtime API's PCM16)."""
-    with av.open(str(DEV_SPEECH / manifest()[clip_id]["path"])) as container:
+def decode_pcm(source: str | io.BytesIO, rate: int = 24000) -> np.ndarray:
+    """Any audio file (a path or its bytes) as mono int16 at `rate`."""
+    with av.open(source) as container:
         resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
         pieces = []
         for frame in container.decode(audio=0):
@@ -42,6 +42,12 @@ def clip_pcm(clip_id: str, rate: int = 24000) -> np.ndarray:
             pieces += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
         pieces += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
     return np.concatenate(pieces).astype(np.int16)
+
+
+@cache
+def clip_pcm(clip_id: str, rate: int = 24000) -> np.ndarray:
+    """A dev-speech clip as mono int16 at `rate` (24 kHz is the Realtime API's PCM16)."""
+    return decode_pcm(str(DEV_SPEECH / manifest()[clip_id]["path"]), rate)
 
 
 def clip_text(clip_id: str) -> str:

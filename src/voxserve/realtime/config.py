@@ -215,6 +215,22 @@ def is_beta_shape(session: dict[str, Any]) -> bool:
     return any(key in session for key in BETA_FLAT_KEYS)
 
 
+def beta_audio_input(beta: BaseModel) -> AudioInputIn:
+    """A beta session's flat input fields, in the GA `audio.input` shape."""
+    fields = beta.model_fields_set
+    return AudioInputIn.model_validate(
+        {
+            key: getattr(beta, beta_key)
+            for key, beta_key in (
+                ("transcription", "input_audio_transcription"),
+                ("noise_reduction", "input_audio_noise_reduction"),
+                ("turn_detection", "turn_detection"),
+            )
+            if beta_key in fields
+        }
+    )
+
+
 def parse_transcription_update(
     current: TranscriptionSessionConfig, session: Any, default_model: str, *, param: str = "session"
 ) -> TranscriptionSessionConfig:
@@ -225,17 +241,7 @@ def parse_transcription_update(
         if is_beta_shape(session):
             beta = BetaTranscriptionIn.model_validate(session)
             fields = beta.model_fields_set
-            audio_input = AudioInputIn.model_validate(
-                {
-                    key: getattr(beta, beta_key)
-                    for key, beta_key in (
-                        ("transcription", "input_audio_transcription"),
-                        ("noise_reduction", "input_audio_noise_reduction"),
-                        ("turn_detection", "turn_detection"),
-                    )
-                    if beta_key in fields
-                }
-            )
+            audio_input = beta_audio_input(beta)
             has_include = "include" in fields
             given_include = beta.include
             new_input = apply_input_patch(

@@ -28,6 +28,7 @@ from voxserve.realtime.config import (
     TurnDetectionIn,
     _Strict,
     apply_input_patch,
+    beta_audio_input,
     render_ga_format,
     render_ga_input,
     render_noise,
@@ -198,17 +199,7 @@ def parse_conversation_update(
         if any(key in session for key in BETA_CONVERSATION_KEYS):
             beta = BetaConversationIn.model_validate(session)
             fields = beta.model_fields_set
-            audio_input = AudioInputIn.model_validate(
-                {
-                    key: getattr(beta, beta_key)
-                    for key, beta_key in (
-                        ("transcription", "input_audio_transcription"),
-                        ("noise_reduction", "input_audio_noise_reduction"),
-                        ("turn_detection", "turn_detection"),
-                    )
-                    if beta_key in fields
-                }
-            )
+            audio_input = beta_audio_input(beta)
             changes["input"] = apply_input_patch(
                 current.input,
                 audio_input,
