@@ -285,3 +285,23 @@ def test_an_ephemeral_key_carries_the_conversation_config(server: Server, client
         created = reader.wait_type("session.created")[0]["session"]
     assert not reader.errors, reader.errors
     assert created["instructions"] == "Talk like a pirate." and created["output_modalities"] == ["text"]
+
+
+@pytest.mark.parametrize(
+    ("route", "field"),
+    [("/v1/realtime/sessions", "expires_after"), ("/v1/realtime/transcription_sessions", "expires_at")],
+)
+def test_beta_session_routes_read_their_own_key_lifetime(server: Server, route: str, field: str) -> None:
+    """The beta SDK names the key's lifetime `client_secret.expires_after` for sessions and
+    `client_secret.expires_at` for transcription sessions; each route reads its own."""
+    before = time.time()
+    answer = httpx.post(
+        f"{server.base_url}{route}", json={"client_secret": {field: {"anchor": "created_at", "seconds": 120}}}
+    )
+    assert answer.status_code == 200, answer.text
+    secret = answer.json()["client_secret"]
+    assert secret["value"].startswith("ek_") and before + 110 <= secret["expires_at"] <= time.time() + 130
+    bad = httpx.post(f"{server.base_url}{route}", json={"client_secret": {field: {"seconds": "soon"}}})
+    assert bad.status_code == 400 and bad.json()["error"]["param"].startswith(f"client_secret.{field}"), bad.text
+    wrong = httpx.post(f"{server.base_url}{route}", json={"client_secret": "forever"})
+    assert wrong.status_code == 400 and wrong.json()["error"]["param"] == "client_secret", wrong.text

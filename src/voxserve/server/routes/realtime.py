@@ -315,17 +315,22 @@ async def create_client_secret(request: Request) -> JSONResponse:
     return JSONResponse({"value": key.value, "expires_at": key.expires_at, "session": shown})
 
 
-@router.post("/v1/realtime/transcription_sessions")
-async def create_transcription_session(request: Request) -> JSONResponse:
-    hub = get_state(request).realtime
-    body = await json_object(request)
+def _beta_key_expiry(hub: RealtimeHub, body: dict[str, Any], field: str) -> int:
+    """The beta session routes' `client_secret.<field>` (the SDK names it differently per route), popped."""
     secret = body.pop("client_secret", None)
     seconds = None
     if secret is not None:
         if not isinstance(secret, dict):
             raise InvalidRequest("'client_secret' must be an object.", param="client_secret")
-        seconds = _expires_after(secret, "expires_at", "client_secret.expires_at")
-    expires_at = _expiry(hub, seconds, "client_secret.expires_at.seconds")
+        seconds = _expires_after(secret, field, f"client_secret.{field}")
+    return _expiry(hub, seconds, f"client_secret.{field}.seconds")
+
+
+@router.post("/v1/realtime/transcription_sessions")
+async def create_transcription_session(request: Request) -> JSONResponse:
+    hub = get_state(request).realtime
+    body = await json_object(request)
+    expires_at = _beta_key_expiry(hub, body, "expires_at")
     config, key = _mint_transcription(hub, body, expires_at, "")
     client_secret = {"value": key.value, "expires_at": key.expires_at}
     return JSONResponse(render_beta_transcription_session(config, new_id("sess"), 0, client_secret))
@@ -335,13 +340,7 @@ async def create_transcription_session(request: Request) -> JSONResponse:
 async def create_realtime_session(request: Request) -> JSONResponse:
     hub = get_state(request).realtime
     body = await json_object(request)
-    secret = body.pop("client_secret", None)
-    seconds = None
-    if secret is not None:
-        if not isinstance(secret, dict):
-            raise InvalidRequest("'client_secret' must be an object.", param="client_secret")
-        seconds = _expires_after(secret, "expires_after", "client_secret.expires_after")
-    expires_at = _expiry(hub, seconds, "client_secret.expires_after.seconds")
+    expires_at = _beta_key_expiry(hub, body, "expires_after")
     key = _mint_conversation(hub, body, expires_at, "")
     client_secret = {"value": key.value, "expires_at": key.expires_at}
     shown = {"id": new_id("sess"), "object": "realtime.session", "expires_at": 0, **body}
