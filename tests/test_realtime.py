@@ -28,6 +28,7 @@ from tests.realtime_tools import (
     silence,
     stream,
     ulaw,
+    validate,
 )
 
 TURN_CLIPS = ["en_ls_test-other_367-130732-0001", "en_ls_test-other_3331-159605-0003", "en_ljspeech_LJ049-0124"]
@@ -358,6 +359,13 @@ def keyed_server(start_server: Callable[..., Server]) -> Server:
     return start_server({"VOXSERVE_API_KEYS": KEY, "VOXSERVE_REALTIME_MAX_SESSIONS": "1"})
 
 
+def _received(frame: str | bytes, beta: bool = False) -> dict[str, Any]:
+    """A raw socket's event, validated as strictly as EventReader's."""
+    event = json.loads(frame)
+    validate(event, beta=beta)
+    return event
+
+
 def _ws_url(server: Server, query: str = "intent=transcription") -> str:
     return f"ws://127.0.0.1:{server.port}/v1/realtime?{query}"
 
@@ -413,7 +421,7 @@ def test_beta_key_browser_subprotocol_and_session_cap(keyed_server: Server) -> N
     with connect(_ws_url(keyed_server, "intent=transcription"), subprotocols=protocols) as ws:  # type: ignore[arg-type]
         assert ws.subprotocol == "realtime"
         assert ws.response.headers.get("x-request-id", "").startswith("req_")
-        created = json.loads(ws.recv())
+        created = _received(ws.recv(), beta=True)
         assert created["type"] == "transcription_session.created"
         assert created["session"]["turn_detection"] is None
         assert created["session"]["client_secret"]["value"] == beta.client_secret.value
@@ -426,8 +434,8 @@ def test_beta_key_browser_subprotocol_and_session_cap(keyed_server: Server) -> N
         ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
         types = []
         while not types or types[-1] != "conversation.item.input_audio_transcription.completed":
-            types.append(json.loads(ws.recv(timeout=60))["type"])
+            types.append(_received(ws.recv(timeout=60), beta=True)["type"])
         assert types[:2] == ["input_audio_buffer.committed", "conversation.item.created"]
     # The API key itself as the browser subprotocol works too.
     with connect(_ws_url(keyed_server), subprotocols=["realtime", f"openai-insecure-api-key.{KEY}"]) as ws:  # type: ignore[arg-type]
-        assert json.loads(ws.recv())["type"] == "session.created"
+        assert _received(ws.recv())["type"] == "session.created"
