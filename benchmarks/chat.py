@@ -42,6 +42,18 @@ from voxserve.engines.whisper import TranscribeOptions
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.chat_tools import Question, espeak_wav, is_right, questions
 
+# A second set of questions written after the sampling defaults were chosen on the first: a change that
+# helps only the first set is tuned to it (acceptance asks other questions). Run on the default model.
+FRESH_QUESTIONS = Path(__file__).resolve().parents[1] / "tests" / "data" / "spoken_questions_fresh.json"
+
+
+def fresh_questions() -> list[Question]:
+    return [
+        Question(q["question"], tuple(q["expect"]), tuple(q.get("reject", ())))
+        for q in json.loads(FRESH_QUESTIONS.read_text())
+    ]
+
+
 MODEL, VOICE = "gpt-4o-audio-preview", "alloy"
 QUESTION = "I have been wondering about this for a while. Why do people like dogs so much?"
 SYSTEM = "Answer in two short sentences."
@@ -248,7 +260,7 @@ def ask(client: httpx.Client, model: str, clip: bytes) -> tuple[str, float]:
     return str(resp.json()["choices"][0]["message"]["audio"]["transcript"]), seconds
 
 
-def quality(client: httpx.Client, model: str, clips: list[tuple[Question, bytes]]) -> Quality:
+def quality(client: httpx.Client, model: str, clips: list[tuple[Question, bytes]], label: str = "") -> Quality:
     ask(client, model, clips[0][1])  # warm-up: loads the model
     rows = []
     for question, clip in clips:
@@ -257,7 +269,7 @@ def quality(client: httpx.Client, model: str, clips: list[tuple[Question, bytes]
     words = [len(answer.split()) for _, answer, _, _ in rows]
     times = [t for *_, t in rows]
     return Quality(
-        model, sum(r[2] for r in rows), len(rows), statistics.mean(words), max(words), statistics.mean(times),
+        model + label, sum(r[2] for r in rows), len(rows), statistics.mean(words), max(words), statistics.mean(times),
         max(times), rows,
     )  # fmt: skip
 
@@ -313,12 +325,12 @@ def print_quality(results: list[Quality]) -> None:
             if not right:
                 print(f"  {seconds:5.2f}s {question!r} -> {answer!r}")
     print(
-        f"\n{'spoken questions (espeak-ng)':<22} {'right':>7} {'words/answer':>13} {'max':>4} {'s/answer':>9} "
+        f"\n{'spoken questions (espeak-ng)':<29} {'right':>7} {'words/answer':>13} {'max':>4} {'s/answer':>9} "
         f"{'max':>6}  targets: >= {RIGHT_TARGET:.0%} right, <= {MAX_WORDS} words, <= {MAX_SECONDS:.0f} s"
     )
     for q in results:
         print(
-            f"{q.model:<22} {q.right:>3}/{q.total:<3} {q.words:>13.1f} {q.max_words:>4} {q.seconds:>9.2f} "
+            f"{q.model:<29} {q.right:>3}/{q.total:<3} {q.words:>13.1f} {q.max_words:>4} {q.seconds:>9.2f} "
             f"{q.max_seconds:>6.2f}  {mark(q.ok)}"
         )
 
@@ -339,6 +351,7 @@ def main() -> int:
     # The default model first: the peak RSS is read before any opt-in model is loaded.
     models = sorted(models, key=lambda m: m != settings.default_chat_model)
     clips = [(q, espeak_wav(q.question)) for q in questions()]
+    fresh = [(q, espeak_wav(q.question)) for q in fresh_questions()]
     print(f"cores={os.cpu_count()} chat_threads={settings.chat_threads} chat_context={settings.chat_context} "
           f"tts_threads={settings.tts_threads} cpu_threads={settings.effective_cpu_threads}")  # fmt: skip
     clip, figures = in_process(settings, args.runs)
@@ -364,6 +377,8 @@ def main() -> int:
                 figures["rss_default_mib"] = peak_rss_mib(proc.pid)
             print(f"server: {len(clips)} spoken questions on {model} ...", flush=True)
             results.append(quality(client, model, clips))
+            if model == settings.default_chat_model:
+                results.append(quality(client, model, fresh, " (fresh)"))
         figures.setdefault("rss_default_mib", peak_rss_mib(proc.pid))
         print("server: a 20 MB prompt ...", flush=True)
         figures["refuse_s"] = statistics.median(refuse_huge_prompt(client) for _ in range(args.runs))

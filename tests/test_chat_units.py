@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from voxserve import process_memory
 from voxserve.config import Settings
 from voxserve.engines.llama_chat import Sampling, llama_arguments, template_messages
 from voxserve.engines.spoken_reply import (
@@ -391,3 +392,12 @@ def test_real_bundled_chat_model_is_installed() -> None:
     assert bundled.QWEN_CODER_05B.is_installed()
     sizes = sum(path.stat().st_size for path in bundled.QWEN_CODER_05B.sources())
     assert sizes == bundled.QWEN_CODER_05B.size
+
+
+def test_malloc_tuning_applies_on_glibc_and_is_harmless_elsewhere() -> None:
+    import platform
+
+    applied = process_memory.tune()
+    assert applied == (platform.libc_ver()[0] == "glibc")
+    process_memory.release()  # gives free heap pages back; never fails
+    assert Settings().malloc_tuning and Sampling().temperature == 0.0 == Settings().chat_temperature

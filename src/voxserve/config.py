@@ -163,11 +163,13 @@ class Settings(BaseSettings):
     voice_instructions: str = DEFAULT_VOICE_INSTRUCTIONS  # empty: no default instruction
     # Embedded chat generation defaults, when the request does not say (see README: sampling)
     chat_max_tokens: int = Field(1024, ge=1)
-    chat_temperature: float = Field(0.2, ge=0.0, le=2.0)
+    chat_temperature: float = Field(0.0, ge=0.0, le=2.0)  # greedy: see README, sampling
     chat_top_p: float = Field(0.95, gt=0.0, le=1.0)
     chat_top_k: int = Field(40, ge=0)
     chat_min_p: float = Field(0.05, ge=0.0, le=1.0)
     chat_repeat_penalty: float = Field(1.1, ge=1.0, le=2.0)
+    # glibc malloc tuned to give freed request buffers back (see process_memory.py); False: glibc's defaults
+    malloc_tuning: bool = True
 
     # Alias patterns per kind (whole-name regular expressions) and the realtime aliases
     stt_alias_patterns: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_STT_ALIAS_PATTERNS))

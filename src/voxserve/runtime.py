@@ -11,6 +11,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 
+from voxserve import process_memory
 from voxserve.config import Settings
 from voxserve.engines.admission import EngineGate
 from voxserve.engines.catalog import add_chat_models, add_realtime_model, build_registry, build_voices
@@ -46,7 +47,13 @@ class Runtime:
     @classmethod
     def build(cls, settings: Settings | None = None) -> Runtime:
         settings = settings or Settings()
+        if settings.malloc_tuning:
+            # Before any engine loads or starts a thread: the heaps they create follow these settings.
+            process_memory.tune()
         registry = build_registry(settings)
+        if settings.malloc_tuning:
+            # A load leaves its file buffers free in the heap, an unload the model's memory: give both back.
+            registry.listeners.append(lambda _: process_memory.release())
         voices = build_voices(settings, registry)
         add_chat_models(settings, registry)
         add_realtime_model(settings, registry)

@@ -48,7 +48,11 @@ class Sampling:
     """What the embedded model uses where the request says nothing (VOXSERVE_CHAT_*)."""
 
     max_tokens: int = 1024
-    temperature: float = 0.2
+    # Greedy. Measured on 2 x 24 short factual questions (text and spoken), Qwen2.5-Coder-0.5B answered as
+    # many or more right greedily than at 0.2 on every input (e.g. 18 vs 15 of the fresh set spoken by
+    # espeak-ng), and the same request gets the same answer. The repeat penalty and max_tokens still
+    # bound a greedy loop.
+    temperature: float = 0.0
     top_p: float = 0.95
     top_k: int = 40
     min_p: float = 0.05
