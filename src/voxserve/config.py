@@ -109,7 +109,7 @@ class Settings(BaseSettings):
     # transcription is one batch, so larger batches also make a step longer).
     whisper_batch_size: int = 4
     # The first chunk of audio longer than 30 s is at most this long, so a stream's first delta comes early.
-    whisper_first_chunk_seconds: float = 8.0
+    whisper_first_chunk_seconds: float = 10.0
 
     # Admission control for the speech-to-text engine
     stt_concurrency: int = 2
