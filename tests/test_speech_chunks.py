@@ -13,6 +13,7 @@ from voxserve.engines.speech_chunks import (
     SAMPLE_RATE,
     ChunkPolicy,
     Detection,
+    StagedPlan,
     plan_chunks,
     speech_regions,
 )
@@ -129,3 +130,28 @@ def test_chunks_are_ordered_bounded_and_cover_all_speech(
         for frame in range(start, end):
             sample = min(frame * FRAME, total - 1)
             assert any(c.start <= sample < c.end for c in chunks), (frame, chunks)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    pieces=st.lists(st.tuples(st.floats(0.03, 20.0), st.floats(0.0, 1.0)), min_size=1, max_size=30),
+    first_max=st.floats(3.0, 30.0),
+    padding_ms=st.integers(0, 800),
+)
+def test_a_staged_plan_is_the_plan_of_the_whole_input(
+    pieces: list[tuple[float, float]], first_max: float, padding_ms: int
+) -> None:
+    """Planning the first chunk from the opening seconds and the rest later gives the same chunks."""
+    probs = probs_from(pieces)
+    total = len(probs) * FRAME
+    policy = ChunkPolicy(first_max_seconds=first_max)
+    detection = Detection(0.5, padding_ms, 1000)
+    # The "audio" is its own sample index, so the VAD stand-in knows which frames it is asked about.
+    audio = np.arange(total, dtype=np.float64)
+
+    def hear(samples: np.ndarray) -> np.ndarray:
+        first = int(samples[0]) // FRAME if samples.size else 0
+        return probs[first : first + -(-samples.size // FRAME)]
+
+    staged = StagedPlan(audio, detection, policy, hear)
+    assert staged.first + staged.rest() == plan_chunks(probs, total, detection, policy)

@@ -10,6 +10,7 @@ from turning into invented text.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -156,3 +157,64 @@ def _quietest(probs: np.ndarray, low: int, high: int) -> int:
     if stop <= first:
         return high
     return (first + int(np.argmin(probs[first:stop]))) * FRAME
+
+
+# Frames of audio before the rest of the input that the VAD hears again, so its recurrent state has
+# settled by the first frame it reports (Silero forgets a reset within a few hundred milliseconds).
+_WARMUP_FRAMES = 32
+
+
+class StagedPlan:
+    """The chunks of an input, the first found from its opening seconds alone.
+
+    On long audio the VAD over the whole input costs as much as decoding the first chunk (0.1 s a
+    minute); a streamed transcription's first words need only the first chunk, so the rest of the
+    input is heard when the first chunk is decoded. The chunks are the ones `plan_chunks` gives for
+    the whole input: the first is taken early only when the speech after it decides where it ends.
+    """
+
+    def __init__(
+        self,
+        audio: np.ndarray,
+        detection: Detection,
+        policy: ChunkPolicy = ChunkPolicy(),
+        hear: Callable[[np.ndarray], np.ndarray] = speech_probabilities,
+    ) -> None:
+        self._audio = audio
+        self._hear = hear
+        self._detection = detection
+        self._policy = policy
+        self._probs: np.ndarray | None = None
+        self.first: list[Chunk] = []
+        limit = min(policy.first_max_seconds, policy.max_seconds)
+        heard = (limit + policy.max_gap_seconds + 1.0 + detection.padding_ms / 1000) * SAMPLE_RATE
+        heard = int(-(-heard // FRAME) * FRAME)
+        if audio.size > policy.max_seconds * SAMPLE_RATE and audio.size > heard + _WARMUP_FRAMES * FRAME:
+            probs = hear(audio[:heard])
+            early = plan_chunks(probs, heard, detection, policy)
+            # Taken early only when a later chunk starts within what was heard (so the first one ended
+            # by the same rule it would on the whole input) and the first one starts soon enough that
+            # everything its end depends on was heard.
+            if len(early) >= 2 and early[0].start + (limit + policy.max_gap_seconds) * SAMPLE_RATE < heard:
+                self._probs = probs
+                self.first = early[:1]
+                return
+        self.first = plan_chunks(hear(audio), audio.size, detection, policy)
+
+    @property
+    def pending(self) -> bool:
+        """Whether more chunks may follow `first` (the rest of the input is not heard yet)."""
+        return self._probs is not None
+
+    def rest(self) -> list[Chunk]:
+        """The chunks after `first`, from the VAD over the rest of the input."""
+        if self._probs is None:
+            return []
+        heard = self._probs.size * FRAME
+        start = heard - _WARMUP_FRAMES * FRAME
+        later = self._hear(self._audio[start:])[_WARMUP_FRAMES:]
+        probs = np.concatenate([self._probs, later])
+        self._probs = None
+        first = self.first[0]
+        chunks = plan_chunks(probs, self._audio.size, self._detection, self._policy)
+        return [Chunk(max(c.start, first.end), c.end) for c in chunks if c.end > first.end + FRAME]

@@ -16,7 +16,7 @@ import itertools
 import logging
 import zlib
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -27,7 +27,14 @@ from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import get_suppressed_tokens
 
 from voxserve.audio.decode import STT_SAMPLE_RATE
-from voxserve.engines.speech_chunks import Chunk, ChunkPolicy, Detection, plan_chunks, speech_probabilities
+from voxserve.engines.speech_chunks import (
+    Chunk,
+    ChunkPolicy,
+    Detection,
+    StagedPlan,
+    plan_chunks,
+    speech_probabilities,
+)
 from voxserve.errors import InvalidRequest
 from voxserve.languages import LANGUAGES
 from voxserve.transcript import Segment, Transcript, Word
@@ -200,6 +207,7 @@ class TranscriptionRun:
         transcript: Transcript,
         options: TranscribeOptions,
         first: _Batch | None,
+        rest: Callable[[], list[Chunk]] | None = None,
     ) -> None:
         self.transcript = transcript
         self._model = engine.model
@@ -207,6 +215,8 @@ class TranscriptionRun:
         self._audio = audio
         self._options = options
         self._jobs: deque[_Job] = deque(_Job(chunk, slot) for slot, chunk in enumerate(chunks))
+        self._planned = len(chunks)
+        self._rest = rest  # the chunks after these, planned once these are decoded
         self._first = first
         self._held: dict[int, list[tuple[_Decoded, dict[str, Any]]]] = {}
         self._next_slot = 0
@@ -221,7 +231,7 @@ class TranscriptionRun:
         self._prompt_tokens = (
             self._tokenizer.encode(" " + options.prompt.strip()) if options.prompt and options.prompt.strip() else []
         )
-        self._text_only = self._settings.without_timestamps and len(chunks) > 1
+        self._text_only = self._settings.without_timestamps and (len(chunks) > 1 or rest is not None)
         self._previous: list[int] = []  # with condition_on_previous_text: everything decoded so far
         self._last_speech = 0.0  # the word aligner's memory of where speech last ended
         self.steps = 0
@@ -235,7 +245,12 @@ class TranscriptionRun:
         """The next segment, decoding one more step when none is waiting; None when finished."""
         while not self._ready:
             if not self._jobs:
-                return None
+                if self._rest is None:
+                    return None
+                rest, self._rest = self._rest(), None
+                self._jobs.extend(_Job(chunk, self._planned + i) for i, chunk in enumerate(rest))
+                self._planned += len(rest)
+                continue
             self._step()
         return self._ready.popleft()
 
@@ -576,7 +591,9 @@ class WhisperEngine:
         """Find the speech, encode the first chunk and detect the language from it; the rest of the
         decoding happens step by step in the returned run."""
         self.check(options)
-        chunks = self.plan(audio, options.vad)
+        # Long audio: the first chunk is planned from the opening seconds, the rest once it is decoded.
+        plan = StagedPlan(audio, options.vad.detection(), self.settings.chunking)
+        chunks = plan.first
         language = options.language if self.multilingual else "en"
         first = None
         probability = 1.0  # the language was given (or the model knows only one)
@@ -594,4 +611,4 @@ class WhisperEngine:
             prompt_tokens=prompt_tokens,
             language_probability=probability,
         )
-        return TranscriptionRun(self, audio, chunks, transcript, options, first)
+        return TranscriptionRun(self, audio, chunks, transcript, options, first, plan.rest if plan.pending else None)
