@@ -5,10 +5,11 @@ with state carried across pieces, and brought back to 16 kHz. `pyrnnoise` is ins
 dependencies (its file-processing front end pulls in plotting libraries): only its ctypes binding of
 the C library is loaded here, straight from the installed file, so its package `__init__` never runs.
 
-RNNoise helps noisy speech but costs clean speech accuracy (whisper-base, 12 dev-speech clips: +1.5 WER
-points clean, 26.1% -> 19.6% at 10 dB SNR). So by default the denoised audio is mixed with the input by
-how noisy the input sounds: `SnrEstimate` tracks the loud and the quiet 10 ms frames of the last seconds,
-and the mix goes from all input (clear speech) to all denoised (noisy) across `NoiseMix`'s range.
+RNNoise alone costs clean speech accuracy (whisper-base, 12 dev-speech clips: +1.5 WER points) and its
+effect on noisy speech varies with the noise (benchmarks/realtime.py). So by default the denoised audio
+is mixed with the input by how noisy the input sounds: `SnrEstimate` tracks the loud and the quiet 10 ms
+frames of the last seconds, and the mix goes from all input (clear speech) to all denoised (noisy) across
+`NoiseMix`'s range (measured: clean +1.0 point, white noise at 20 and 10 dB SNR -4.5 and -3.0 points).
 """
 
 from __future__ import annotations
@@ -60,8 +61,8 @@ class NoiseMix:
     """How much of the denoised audio is used, by the input's estimated SNR (dB): all of it at or below
     `full_at`, none at or above `none_at`, linear between. `None` (adaptive off): always all of it."""
 
-    full_at: float = 12.0
-    none_at: float = 20.0
+    full_at: float = 14.0
+    none_at: float = 22.0
 
     def wet(self, snr_db: float) -> float:
         return float(np.clip((self.none_at - snr_db) / (self.none_at - self.full_at), 0.0, 1.0))
