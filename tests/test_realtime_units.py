@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from tests.realtime_tools import validate
+from voxserve.audio.denoise import NoiseMix, SnrEstimate, StreamingDenoiser, denoise_available
 from voxserve.audio.g711 import decode_g711, encode_g711
 from voxserve.audio.input_stream import InputAudioStream
 from voxserve.engines.admission import EngineGate
@@ -87,13 +88,13 @@ def test_live_deltas_with_more_agreement_and_a_longer_hold_back() -> None:
     assert delta_text(live.finish(_transcript("I really liked that account of himself."))) == " account of himself."
 
 
-def test_live_decodes_unsure_of_their_language_are_forgotten() -> None:
+def test_live_decodes_unsure_of_their_language_are_not_counted() -> None:
     live = LiveTranscript()
-    live.update(_transcript("hello there world"))
     unsure = _transcript("hello there world")
     unsure.language_probability = 0.5
     assert live.update(unsure, 0.9) == []
     assert live.update(_transcript("hello there world"), 0.9) == []  # agrees with nothing sure before it
+    assert live.update(unsure, 0.9) == []  # skipped: neither agrees nor breaks the agreement
     assert delta_text(live.update(_transcript("hello there world"), 0.9)) == "hello there"
 
 
@@ -181,6 +182,37 @@ def test_pcm16_stream_keeps_a_split_sample() -> None:
     assert abs(sum(len(o) for o in out) - 1600) <= 32
 
 
+def test_noise_mix_follows_the_estimated_snr() -> None:
+    mix = NoiseMix(full_at=14.0, none_at=22.0)
+    assert (mix.wet(10.0), mix.wet(18.0), mix.wet(30.0)) == (1.0, 0.5, 0.0)
+    rng = np.random.default_rng(1)
+    t = np.arange(16000 * 3) / 16000
+    # Speech-like: loud bursts with quiet gaps, over a noise floor 10 or 40 dB below the bursts.
+    bursts = (np.sin(2 * np.pi * 2 * t) > 0) * np.sin(2 * np.pi * 220 * t) * 0.3
+    for floor_db, expected in ((-10, 1.0), (-40, 0.0)):
+        estimate = SnrEstimate(16000)
+        assert estimate.push(np.zeros(100, np.float32)) is None  # too little heard yet
+        noise = rng.standard_normal(t.size) * 0.3 / np.sqrt(2) * 10 ** (floor_db / 20)
+        snr = estimate.push((bursts + noise).astype(np.float32))
+        assert snr is not None and mix.wet(snr) == pytest.approx(expected, abs=0.05)
+
+
+@pytest.mark.skipif(not denoise_available(), reason="pyrnnoise is not installed")
+def test_adaptive_denoiser_passes_clean_speech_and_denoises_noise() -> None:
+    rng = np.random.default_rng(2)
+    t = np.arange(16000 * 3) / 16000
+    bursts = ((np.sin(2 * np.pi * 2 * t) > 0) * np.sin(2 * np.pi * 220 * t) * 0.3).astype(np.float32)
+    clean = StreamingDenoiser()
+    out = np.concatenate([clean.push(bursts[i : i + 1600]) for i in range(0, bursts.size, 1600)])
+    lag = StreamingDenoiser.LAG_16K
+    # Clear input comes out as it went in, 20 ms later (the input is delayed to line up with RNNoise).
+    assert np.allclose(out[16000 + lag :], bursts[16000 : out.size - lag], atol=1e-3)
+    noisy = StreamingDenoiser()
+    loud_noise = bursts + (rng.standard_normal(t.size) * 0.05).astype(np.float32)
+    noisy.push(loud_noise)
+    assert noisy.snr_db is not None and noisy.snr_db < 14
+
+
 # --- the session machine ------------------------------------------------------------------------------
 
 
@@ -264,6 +296,51 @@ def test_session_server_vad_turn_events_in_order() -> None:
     assert [j.kind for j in jobs] == ["candidate"]
     assert len(jobs[0].audio) / 16000 == pytest.approx(2.0 + 0.3 + 0.2, abs=0.05)
     assert events[6]["transcript"] == "hello there world"
+
+
+def _manual_turn(session: TranscriptionSession, seconds: float, text: str, language: str = "en") -> DecodeJob:
+    _append(session, seconds, loud=True)
+    session.receive(json.dumps({"type": "input_audio_buffer.commit"}))
+    (job,) = session.take_jobs()
+    session.decoded(job, _transcript(text, language))
+    return job
+
+
+def test_turns_are_decoded_with_the_sessions_earlier_text_as_prompt() -> None:
+    session = TranscriptionSession(_env())
+    session.start()
+    session.receive(json.dumps({"type": "session.update", "session": {"audio": {"input": {"turn_detection": None}}}}))
+    first = _manual_turn(session, 4.0, "It was a cold night,", language="de")
+    assert first.options.prompt is None and first.options.language is None
+    # A turn too short to detect its language reliably is decoded in the language last heard; the
+    # session's text so far is its prompt, so a turn cut at a pause reads as the continuation it is.
+    second = _manual_turn(session, 1.0, "and the wind blew.")
+    assert second.options.prompt == "It was a cold night," and second.options.language == "de"
+    third = _manual_turn(session, 4.0, "x" * 20)
+    assert third.options.prompt == "It was a cold night, and the wind blew." and third.options.language is None
+    # A client's own prompt wins; the earlier text is kept to the last few hundred characters.
+    session.receive(
+        json.dumps(
+            {
+                "type": "session.update",
+                "session": {"audio": {"input": {"transcription": {"model": "whisper-1", "prompt": "Names: Ana."}}}},
+            }
+        )
+    )
+    session.take_events()
+    assert _manual_turn(session, 1.0, "word " * 200).options.prompt == "Names: Ana."
+    session.receive(
+        json.dumps(
+            {"type": "session.update", "session": {"audio": {"input": {"transcription": {"model": "whisper-1"}}}}}
+        )
+    )
+    prompt = _manual_turn(session, 1.0, "y").options.prompt
+    assert prompt is not None and 250 <= len(prompt) <= 300 and prompt.startswith("word") and prompt.endswith("word")
+    plain = TranscriptionSession(_env(turn_context=False))
+    plain.start()
+    plain.receive(json.dumps({"type": "session.update", "session": {"audio": {"input": {"turn_detection": None}}}}))
+    _manual_turn(plain, 1.0, "one")
+    assert _manual_turn(plain, 1.0, "two").options.prompt is None
 
 
 def test_session_buffer_cap_and_commit_errors() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from voxserve.audio.decode import STT_SAMPLE_RATE
-from voxserve.audio.denoise import StreamingDenoiser
+from voxserve.audio.denoise import ADAPTIVE_MIX, NoiseMix, StreamingDenoiser
 from voxserve.audio.g711 import G711_SAMPLE_RATE, decode_g711
 from voxserve.audio.resample import StreamResampler
 
@@ -20,14 +20,14 @@ def bytes_per_second(fmt: str) -> int:
 class InputAudioStream:
     """Converts one session's appends in order; state (a split sample, filter memory) spans appends."""
 
-    def __init__(self, fmt: str = "pcm16", denoise: bool = False) -> None:
+    def __init__(self, fmt: str = "pcm16", denoise: bool = False, denoise_mix: NoiseMix | None = ADAPTIVE_MIX) -> None:
         if fmt not in INPUT_FORMATS:
             raise ValueError(f"unknown input format {fmt!r}")
         self.format = fmt
         self._odd = b""  # PCM16: a trailing byte whose sample's other half comes with the next append
         rate = PCM16_RATE if fmt == "pcm16" else G711_SAMPLE_RATE
         self._resampler = StreamResampler(rate, STT_SAMPLE_RATE)
-        self._denoiser = StreamingDenoiser(STT_SAMPLE_RATE) if denoise else None
+        self._denoiser = StreamingDenoiser(STT_SAMPLE_RATE, denoise_mix) if denoise else None
 
     @property
     def denoising(self) -> bool:

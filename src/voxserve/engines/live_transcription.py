@@ -119,8 +119,7 @@ class LiveTranscript:
         text sent in the wrong language could not be taken back.
         """
         if transcript.language_probability < min_language_probability:
-            self._history.clear()
-            return []
+            return []  # not counted: the decodes around it may still agree
         self._history.append((words_of(transcript), transcript.language))
         del self._history[: -max(1, self.agreement)]
         if len(self._history) < self.agreement or len({language for _, language in self._history}) > 1:

@@ -47,8 +47,12 @@ MIN_COMMIT_SAMPLES = RATE // 10  # 100 ms
 # Frames up to this size that are not strict JSON get a second, lenient parse (trailing commas, as
 # in the seed's example payload); an audio append is never parsed leniently.
 LENIENT_JSON_LIMIT = 64 * 1024
-# Live text is sent from decodes that detected the language themselves only when they were this sure.
-LIVE_LANGUAGE_PROBABILITY = 0.9
+# A turn shorter than this is decoded in the language the session last heard (when the client named
+# none): Whisper's language detection on a second or two of speech wavers.
+SHORT_TURN_SECONDS = 3.0
+# The session's last transcripts, up to this many characters, condition each turn's decode (Whisper's
+# prompt) when the client set no prompt: a turn cut at a pause then reads as the continuation it is.
+CONTEXT_CHARS = 300
 
 
 @dataclass
@@ -64,16 +68,25 @@ class SessionEnv:
     live_deltas: bool = True
     partial_interval_ms: int = 500
     partial_min_ms: int = 700
+    # While a turn is young its live decodes are cheap (a second or two of audio) and its first words wait
+    # for `live_agreement` of them: they come this often until the turn is `partial_quick_until_ms` long.
+    partial_quick_interval_ms: int = 250
+    partial_quick_until_ms: int = 2500
     # A live decode's words are sent once this many successive decodes agree on them, short of the
     # newest decode's last `live_hold_back_words` (see `LiveTranscript`).
     live_agreement: int = 3
     live_hold_back_words: int = 2
+    # A live decode that detected the language itself counts towards agreement only when this sure of it
+    # (others are skipped; the agreeing decodes must also share their language).
+    live_language_probability: float = 0.8
     # Final decodes never encode Whisper's full 30 s window again when unsure of a trimmed one (the
     # REST endpoint does): that re-decode costs ~2 s of CPU on whisper-base, past the turn's deadline.
     final_trimmed_only: bool = False
     # Silence after speech before the utterance is decoded speculatively (its final audio is known
     # then, unless speech resumes); also the silence kept at the end of a committed item.
     end_padding_ms: int = 200
+    # Condition each turn's decode on the session's previous transcripts (when the client set no prompt).
+    turn_context: bool = True
     vad_frames: Callable[[], SileroFrames] = SileroFrames
     input_stream: Callable[[str, bool], InputAudioStream] = InputAudioStream
     clock: Callable[[], float] = time.time
@@ -143,6 +156,7 @@ class RealtimeSession:
         # The language the last final decode heard: live decodes use it rather than detect it again
         # on a second or two of speech (the final decodes still detect, as the REST endpoint does).
         self._heard_language: str | None = None
+        self._context = ""  # the session's transcripts so far, the last CONTEXT_CHARS of them
         self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {
             "input_audio_buffer.append": self._append,
             "input_audio_buffer.commit": self._commit_event,
@@ -223,7 +237,7 @@ class RealtimeSession:
                 if job.kind == "final":
                     self._finish(item, result)
                 else:
-                    sure = 0.0 if job.options.language else LIVE_LANGUAGE_PROBABILITY
+                    sure = 0.0 if job.options.language else self.env.live_language_probability
                     self._send_delta(item, item.live.update(result, sure))
                     if job.kind == "candidate":
                         item.candidate = (job.end, result)
@@ -421,7 +435,7 @@ class RealtimeSession:
         if done is not None:
             self.outbox.append(done)
 
-    def _decode_options(self, final: bool) -> tuple[ModelSpec, TranscribeOptions] | None:
+    def _decode_options(self, final: bool, samples: int = 0) -> tuple[ModelSpec, TranscribeOptions] | None:
         transcription = self.input_config.transcription
         if transcription is None:
             return None
@@ -430,12 +444,13 @@ class RealtimeSession:
         except VoxError:
             return None
         language = transcription.whisper_language
-        if not final and language is None and self._heard_language is not None:
+        short = samples < SHORT_TURN_SECONDS * RATE
+        if language is None and self._heard_language is not None and (not final or short):
             language = self._heard_language
         options = TranscribeOptions(
             task="transcribe",
             language=language,
-            prompt=transcription.prompt or None,
+            prompt=transcription.prompt or (self._context if self.env.turn_context else None) or None,
             word_timestamps=self.logprobs,
             vad=DEFAULT_VAD,
             beam_size=self.env.beam_size if final else self.env.partial_beam_size,
@@ -457,11 +472,11 @@ class RealtimeSession:
             if item.candidate is not None and item.candidate[0] == item.end:
                 self._finish(item, item.candidate[1])
                 continue
-            chosen = self._decode_options(final=True)
+            assert item.audio is not None
+            chosen = self._decode_options(final=True, samples=item.audio.size)
             if chosen is None:
                 self._fail(item, RuntimeError("The transcription model is not available."))
                 continue
-            assert item.audio is not None
             self._issue(DecodeJob(item.item_id, "final", item.audio, item.end, *chosen))
             return
         turn = self._turn
@@ -474,15 +489,16 @@ class RealtimeSession:
             if turn.paused_until <= self._buffer.end and (
                 item.candidate is None or item.candidate[0] != turn.paused_until
             ):
-                chosen = self._decode_options(final=True)
+                audio = self._buffer.slice(turn.audio_from, turn.paused_until)
+                chosen = self._decode_options(final=True, samples=audio.size)
                 if chosen is not None:
-                    audio = self._buffer.slice(turn.audio_from, turn.paused_until)
                     self._issue(DecodeJob(turn.item_id, "candidate", audio, turn.paused_until, *chosen))
             return
         if not self.env.live_deltas:
             return
         now = self._buffer.end
-        interval = self.env.partial_interval_ms * RATE // 1000
+        young = now - turn.start < self.env.partial_quick_until_ms * RATE // 1000
+        interval = (self.env.partial_quick_interval_ms if young else self.env.partial_interval_ms) * RATE // 1000
         if now - turn.start >= self.env.partial_min_ms * RATE // 1000 and now - turn.last_partial >= interval:
             chosen = self._decode_options(final=False)
             if chosen is not None:
@@ -521,6 +537,8 @@ class RealtimeSession:
         self._send_delta(item, item.live.finish(transcript))
         item.done = True
         text = item.live.text
+        if text.strip():
+            self._context = _tail(f"{self._context} {text.strip()}".strip(), CONTEXT_CHARS)
         self.outbox.append(
             self.events.transcription_completed(
                 item.item_id, text, self._usage(item, transcript), self._logprobs_json(item.live.sent)
@@ -545,6 +563,14 @@ class RealtimeSession:
         item.audio = None
         if self._finals and self._finals[0] is item:
             self._finals.popleft()
+
+
+def _tail(text: str, chars: int) -> str:
+    """The last `chars` characters of `text`, starting at a word."""
+    if len(text) <= chars:
+        return text
+    cut = text[-chars:]
+    return cut.split(" ", 1)[1] if " " in cut else cut
 
 
 def _parse_frame(frame: str | bytes) -> dict[str, Any]:
