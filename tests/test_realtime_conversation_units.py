@@ -13,8 +13,9 @@ from tests.test_realtime_units import _append, _env, _run_jobs
 from voxserve.engines.spoken_reply import AudioPiece, ReplyDone, TextDelta
 from voxserve.errors import InvalidRequest
 from voxserve.realtime.chat_history import bound_history, items_to_messages
-from voxserve.realtime.conversation import ConversationEnv, ConversationSession, _heard_text
+from voxserve.realtime.conversation import ConversationEnv, ConversationSession
 from voxserve.realtime.conversation_config import ConversationConfig, parse_conversation_update
+from voxserve.realtime.conversation_items import heard_text
 from voxserve.realtime.errors import ClientEventError
 from voxserve.realtime.protocol import Dialect
 
@@ -202,8 +203,8 @@ def test_history_and_heard_text() -> None:
     assert bound_history(messages[1:], 1) == [messages[2]]  # the newest message is always kept
     assert bound_history([messages[2], *messages[:1]], 1) == messages[:1]
     pieces = [(0.0, 1000.0, "one two"), (1000.0, 2000.0, "three four")]
-    assert _heard_text(pieces, 1500) == "one two three"
-    assert _heard_text(pieces, 0) == ""
+    assert heard_text(pieces, 1500) == "one two three"
+    assert heard_text(pieces, 0) == ""
 
 
 def test_a_turn_that_was_only_noise_gets_no_answer() -> None:

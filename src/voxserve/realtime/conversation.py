@@ -27,7 +27,7 @@ from voxserve.audio.resample import StreamResampler
 from voxserve.engines.spoken_reply import AudioPiece, ReplyDone, ReplyEvent, TextDelta, ToolCallDelta
 from voxserve.errors import VoxError
 from voxserve.realtime.chat_history import bound_history, estimate_tokens, items_to_messages
-from voxserve.realtime.config import InputAudioConfig, InputTranscription
+from voxserve.realtime.config import InputAudioConfig, InputTranscription, render_ga_format
 from voxserve.realtime.conversation_config import (
     ConversationConfig,
     parse_conversation_update,
@@ -36,6 +36,7 @@ from voxserve.realtime.conversation_config import (
     render_ga_conversation_session,
 )
 from voxserve.realtime.conversation_events import ConversationEvents
+from voxserve.realtime.conversation_items import heard_text, parse_client_item, public_item, truncate_item
 from voxserve.realtime.errors import ClientEventError
 from voxserve.realtime.protocol import Dialect
 from voxserve.realtime.session import RealtimeSession, SessionEnv, _ItemTranscript
@@ -308,7 +309,7 @@ class ConversationSession(RealtimeSession):
         previous = event.get("previous_item_id")
         if previous is not None and not isinstance(previous, str):
             raise ClientEventError("'previous_item_id' must be a string.", param="previous_item_id")
-        item, audio = self._parse_item(raw, "item")
+        item, audio = parse_client_item(raw, "item", new_id=self.env.ids, decode_audio=self._decode_item_audio)
         if item["id"] in {i["id"] for i in self.items}:
             raise ClientEventError(
                 f"Item with id '{item['id']}' already exists.", code="item_already_exists", param="item.id"
@@ -325,84 +326,6 @@ class ConversationSession(RealtimeSession):
         done = self.events.item_finished(item, before)
         if done is not None:
             self.outbox.append(done)
-
-    def _parse_item(self, raw: dict[str, Any], param: str) -> tuple[dict[str, Any], np.ndarray | None]:
-        """A client's item in the conversation's form, and the audio of a user audio message."""
-        kind = raw.get("type", "message")
-        item_id = raw.get("id") or self.env.ids("item")
-        if not isinstance(item_id, str) or len(item_id) > 64:
-            raise ClientEventError("'item.id' must be a string of at most 64 characters.", param=f"{param}.id")
-        base = {"id": item_id, "object": "realtime.item", "status": "completed"}
-        if kind == "function_call_output":
-            call_id, output = raw.get("call_id"), raw.get("output")
-            if not isinstance(call_id, str) or not isinstance(output, str):
-                raise ClientEventError(
-                    "A function_call_output item needs string 'call_id' and 'output'.",
-                    code="missing_required_parameter",
-                    param=f"{param}.call_id" if not isinstance(call_id, str) else f"{param}.output",
-                )
-            return {**base, "type": "function_call_output", "call_id": call_id, "output": output}, None
-        if kind == "function_call":
-            name, arguments = raw.get("name"), raw.get("arguments", "")
-            if not isinstance(name, str) or not isinstance(arguments, str):
-                raise ClientEventError(
-                    "A function_call item needs a string 'name' and 'arguments'.", param=f"{param}.name"
-                )
-            call_id = raw.get("call_id") if isinstance(raw.get("call_id"), str) else self.env.ids("call")
-            return {**base, "type": "function_call", "call_id": call_id, "name": name, "arguments": arguments}, None
-        if kind != "message":
-            raise ClientEventError(
-                f"Invalid value: '{str(kind)[:60]}'. Supported item types: message, function_call, "
-                "function_call_output.",
-                code="invalid_value",
-                param=f"{param}.type",
-            )
-        role = raw.get("role")
-        if role not in ("user", "assistant", "system"):
-            raise ClientEventError("A message item needs a 'role': user, assistant or system.", param=f"{param}.role")
-        content = raw.get("content")
-        if not isinstance(content, list) or not content:
-            raise ClientEventError("A message item needs a non-empty 'content' array.", param=f"{param}.content")
-        parts: list[dict[str, Any]] = []
-        audio: np.ndarray | None = None
-        for index, part in enumerate(content):
-            where = f"{param}.content[{index}]"
-            kind = part.get("type") if isinstance(part, dict) else None
-            allowed = {
-                "user": ("input_text", "input_audio"),
-                "system": ("input_text",),
-                "assistant": ("output_text", "text", "output_audio", "audio"),
-            }[role]
-            if kind not in allowed:
-                raise ClientEventError(
-                    f"Content of type '{str(kind)[:40]}' is not allowed in a {role} message here "
-                    f"(allowed: {', '.join(allowed)}).",
-                    code="invalid_value",
-                    param=f"{where}.type",
-                )
-            assert isinstance(part, dict)
-            if kind in ("input_text", "output_text", "text"):
-                if not isinstance(part.get("text"), str):
-                    raise ClientEventError("A text part needs a string 'text'.", param=f"{where}.text")
-                parts.append({"type": "output_text" if role == "assistant" else "input_text", "text": part["text"]})
-            elif kind == "input_audio":
-                transcript = part.get("transcript")
-                if isinstance(transcript, str) and transcript:
-                    parts.append({"type": "input_audio", "transcript": transcript})
-                    continue
-                audio = self._decode_item_audio(part.get("audio"), f"{where}.audio")
-                parts.append({"type": "input_audio", "transcript": None})
-            else:
-                transcript = part.get("transcript")
-                if not isinstance(transcript, str):
-                    raise ClientEventError("An audio part needs a string 'transcript'.", param=f"{where}.transcript")
-                parts.append({"type": "output_audio", "transcript": transcript})
-        if audio is not None and len(parts) != 1:
-            raise ClientEventError(
-                "A user audio message without a transcript holds that one audio part only.",
-                param=f"{param}.content",
-            )
-        return {**base, "type": "message", "role": role, "content": parts}, audio
 
     def _decode_item_audio(self, audio: Any, param: str) -> np.ndarray:
         if not isinstance(audio, str) or not audio:
@@ -468,7 +391,7 @@ class ConversationSession(RealtimeSession):
             # Truncating the answer being spoken: the rest is not generated or spoken any more.
             self._cancel(response, "client_cancelled", heard_ms=float(audio_end_ms), announce_truncation=False)
         else:
-            _truncate(item, pieces, float(audio_end_ms))
+            truncate_item(item, pieces, float(audio_end_ms))
         self.outbox.append(self.events.item_truncated(item["id"], content_index, audio_end_ms))
 
     # --- responses ---------------------------------------------------------------------------------------
@@ -574,7 +497,7 @@ class ConversationSession(RealtimeSession):
                                            code="item_not_found", param=f"{where}.id")  # fmt: skip
                 items.append(self.items[found])
                 continue
-            item, audio = self._parse_item(raw, where)
+            item, audio = parse_client_item(raw, where, new_id=self.env.ids, decode_audio=self._decode_item_audio)
             if audio is not None:
                 raise ClientEventError(
                     "Out-of-band input audio needs its 'transcript' here; send audio through the input buffer.",
@@ -648,7 +571,7 @@ class ConversationSession(RealtimeSession):
             out["output_audio_format"] = response.output_format
         else:
             out["output_modalities"] = list(response.modalities)
-            out["audio"] = {"output": {"format": _ga_format(response.output_format), "voice": response.voice}}
+            out["audio"] = {"output": {"format": render_ga_format(response.output_format), "voice": response.voice}}
         return out
 
     # --- what the driver reports ---------------------------------------------------------------------
@@ -755,7 +678,7 @@ class ConversationSession(RealtimeSession):
                 response.calls[index] = call
                 call["_index"] = len(response.output)
                 response.output.append(call)
-                shown = _public(call)
+                shown = public_item(call)
                 self.outbox.append(self.events.output_item_added(response.id, call["_index"], shown))
                 if response.in_conversation:
                     response.call_previous[index] = self._insert(call, None, at_end=True)
@@ -802,7 +725,7 @@ class ConversationSession(RealtimeSession):
         if message is not None and response.audio_out and heard_ms is not None:
             # What was not heard was not said: the item keeps the words of the audio played.
             cut = min(heard_ms, response.audio_ms)
-            response.text = _heard_text(response.pieces, cut)
+            response.text = heard_text(response.pieces, cut)
             if cut < response.audio_ms or response.audio_ms == 0:
                 truncated_at = int(cut)
             response.pieces = [(s, min(e, cut), t) for s, e, t in response.pieces if s < cut]
@@ -857,7 +780,7 @@ class ConversationSession(RealtimeSession):
             message["status"] = item_status
             if response.audio_out:
                 message["_pieces"] = list(response.pieces)
-            shown = _public(message)
+            shown = public_item(message)
             self.outbox.append(self.events.output_item_done(response.id, index, shown))
             if response.in_conversation and self._index(message["id"]) is not None:
                 done = self.events.item_finished(shown, response.message_previous)
@@ -865,7 +788,7 @@ class ConversationSession(RealtimeSession):
                     self.outbox.append(done)
         for index, call in sorted(response.calls.items()):
             call["status"] = "completed" if status == "completed" else "incomplete"
-            shown = _public(call)
+            shown = public_item(call)
             if status == "completed":
                 self.outbox.append(
                     self.events.arguments_done(
@@ -878,7 +801,7 @@ class ConversationSession(RealtimeSession):
                 if done is not None:
                     self.outbox.append(done)
         out = self._response_object(response)
-        out["output"] = [self.events.item(_public(item)) for item in response.output]
+        out["output"] = [self.events.item(public_item(item)) for item in response.output]
         out["status_details"] = details
         self.outbox.append(self.events.response_done(out))
         self._responses.pop(response.id, None)
@@ -887,38 +810,3 @@ class ConversationSession(RealtimeSession):
             if self._auto_waiting:
                 self._auto_waiting = False
                 self._start_response({}, auto=True)
-
-
-def _public(item: dict[str, Any]) -> dict[str, Any]:
-    """An item without the session's private bookkeeping (keys starting with `_`)."""
-    return {k: v for k, v in item.items() if not k.startswith("_")}
-
-
-def _ga_format(fmt: str) -> dict[str, Any]:
-    from voxserve.realtime.config import render_ga_format
-
-    return render_ga_format(fmt)
-
-
-def _heard_text(pieces: list[tuple[float, float, str]], cut_ms: float) -> str:
-    """The words of the answer whose audio ends by `cut_ms`: whole pieces, then the share of words of
-    the piece cut in the middle that fits in the time heard of it."""
-    words: list[str] = []
-    for start, end, text in pieces:
-        if end <= cut_ms:
-            words.append(text)
-            continue
-        if start < cut_ms and end > start:
-            split = text.split()
-            keep = int(len(split) * (cut_ms - start) / (end - start))
-            if keep:
-                words.append(" ".join(split[:keep]))
-        break
-    return " ".join(words)
-
-
-def _truncate(item: dict[str, Any], pieces: list[tuple[float, float, str]], cut_ms: float) -> None:
-    for part in item["content"]:
-        if part["type"] == "output_audio":
-            part["transcript"] = _heard_text(pieces, cut_ms)
-    item["_pieces"] = [(s, min(e, cut_ms), t) for s, e, t in pieces if s < cut_ms]
