@@ -27,14 +27,7 @@ from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import get_suppressed_tokens
 
 from voxserve.audio.decode import STT_SAMPLE_RATE
-from voxserve.engines.speech_chunks import (
-    Chunk,
-    ChunkPolicy,
-    Detection,
-    StagedPlan,
-    plan_chunks,
-    speech_probabilities,
-)
+from voxserve.engines.speech_chunks import Chunk, ChunkPolicy, Detection, StagedPlan
 from voxserve.errors import InvalidRequest
 from voxserve.languages import LANGUAGES
 from voxserve.transcript import Segment, Transcript, Word
@@ -565,9 +558,6 @@ class WhisperEngine:
                     param="language",
                     code="unsupported_value",
                 )
-
-    def plan(self, audio: np.ndarray, vad: VadSettings) -> list[Chunk]:
-        return plan_chunks(speech_probabilities(audio), len(audio), vad.detection(), self.settings.chunking)
 
     def _detect_language(
         self, features: np.ndarray, first: _Batch, trimmed_only: bool = False
