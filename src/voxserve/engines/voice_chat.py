@@ -52,9 +52,9 @@ class VoiceChat:
         spec = self.stt.resolve(self.stt_model)
         try:
             # A spoken question is one short window: never encode it again at Whisper's full 30 s. That
-            # encode's attention buffers set the server's peak memory (every default model loaded: 1108 ->
-            # see README, limits), and on 2 x 24 espeak-ng questions the trimmed decode heard 33 exactly
-            # against 31, and the model answered 19 + 19 right against 18 + 18.
+            # encode's attention buffers set the server's peak memory (every default model loaded, 24
+            # spoken chats: 1108 -> 1047 MiB), and on 2 x 24 espeak-ng questions the trimmed decode heard
+            # 33 exactly against 31, and the model answered 19 + 19 right against 18 + 18.
             options = TranscribeOptions(beam_size=self.stt_beam_size, trimmed_only=True)
             transcript = await self.stt.transcribe(spec, io.BytesIO(data), options)
         except InvalidRequest as exc:
