@@ -401,3 +401,22 @@ def test_malloc_tuning_applies_on_glibc_and_is_harmless_elsewhere() -> None:
     assert applied == (platform.libc_ver()[0] == "glibc")
     process_memory.release()  # gives free heap pages back; never fails
     assert Settings().malloc_tuning and Sampling().temperature == 0.0 == Settings().chat_temperature
+
+
+def test_piper_session_gives_its_arena_back_after_each_run() -> None:
+    from voxserve.engines.piper_tts import _ArenaShrinkingSession
+
+    class Session:
+        def __init__(self) -> None:
+            self.options: Any = None
+            self.inputs = ["input", "input_lengths", "scales"]
+
+        def run(self, outputs: Any, feeds: Any, run_options: Any = None) -> list[Any]:
+            self.options = run_options
+            return [feeds]
+
+    inner = Session()
+    session = _ArenaShrinkingSession(inner)  # type: ignore[arg-type]
+    assert session.run(None, {"input": 1}) == [{"input": 1}]
+    assert inner.options.get_run_config_entry("memory.enable_memory_arena_shrinkage") == "cpu:0"
+    assert session.inputs == inner.inputs  # everything else is the session's own
