@@ -351,3 +351,25 @@ def test_language_detection_shares_the_first_encoder_pass(model_cache: Path, mon
         transcript = engine.start(decode_audio(source), TranscribeOptions()).run_to_end()
     assert transcript.language == "de" and "Deutschland" in transcript.text
     assert passes == 1
+
+
+def test_fallback_decodes_the_same_every_time(model_cache: Path) -> None:
+    """Same audio, same options, the same text: the fallback after a failed decode does not sample.
+
+    German translated on a trimmed window fails Whisper's log-probability check, so this goes through
+    the fallback; with CTranslate2's sampler (one generator per worker thread, not reseedable per
+    request) two requests in one test run read differently, one without "Germany"."""
+    from voxserve.audio.decode import decode_audio
+    from voxserve.bundled import whisper_base_dir
+    from voxserve.engines.whisper import TranscribeOptions, WhisperEngine
+
+    engine = WhisperEngine.load("whisper-base", str(whisper_base_dir(model_cache)), cpu_threads=2)
+    with (DATA / "german.flac").open("rb") as source:
+        audio = decode_audio(source)
+    texts, fallbacks = set(), 0
+    for _ in range(3):
+        run = engine.start(audio, TranscribeOptions(task="translate"))
+        texts.add(tuple(tuple(segment.tokens) for segment in run.run_to_end().segments))
+        fallbacks += run.fallbacks
+    assert fallbacks >= 3 and len(texts) == 1
+    assert "germany" in run.transcript.text.lower()

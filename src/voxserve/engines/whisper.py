@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -27,6 +26,9 @@ from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import get_suppressed_tokens
 
 from voxserve.audio.decode import STT_SAMPLE_RATE
+from voxserve.engines import decode_fallback, whisper_language
+from voxserve.engines.decode_fallback import Decoded as _Decoded
+from voxserve.engines.decode_fallback import temperature_schedule as temperature_schedule
 from voxserve.engines.speech_chunks import Chunk, ChunkPolicy, Detection, StagedPlan
 from voxserve.errors import InvalidRequest
 from voxserve.languages import LANGUAGES
@@ -99,16 +101,6 @@ class DecoderSettings:
     best_of: int = 5
 
 
-def temperature_schedule(temperature: float) -> tuple[float, ...]:
-    """0 means Whisper's own fallback ladder; a higher value starts the ladder there."""
-    steps = []
-    current = temperature
-    while current <= 1.0 + 1e-9:
-        steps.append(round(current, 2))
-        current += 0.2
-    return tuple(steps) or (temperature,)
-
-
 def window_frames(content_frames: int, settings: DecoderSettings) -> int:
     """Frames the encoder sees for a window holding `content_frames` of audio.
 
@@ -119,22 +111,6 @@ def window_frames(content_frames: int, settings: DecoderSettings) -> int:
     if not settings.trim_padding:
         return WINDOW_FRAMES
     return min(WINDOW_FRAMES, -(-(content_frames + settings.padding_kept_frames) // 100) * 100)
-
-
-@dataclass
-class _Decoded:
-    """One chunk's decoder result after the temperature fallback."""
-
-    tokens: list[int]
-    avg_logprob: float
-    temperature: float
-    compression_ratio: float
-    no_speech_prob: float
-
-
-def _compression_ratio(text: str) -> float:
-    data = text.encode("utf-8")
-    return len(data) / len(zlib.compress(data)) if data else 0.0
 
 
 class _Batch:
@@ -221,6 +197,10 @@ class TranscriptionRun:
             language=transcript.language if self._model.model.is_multilingual else "en",
         )
         self._suppress = list(get_suppressed_tokens(self._tokenizer, [-1]))
+        settings = self._settings
+        self._thresholds = decode_fallback.Thresholds(
+            settings.compression_ratio_threshold, settings.log_prob_threshold, settings.no_speech_threshold
+        )
         self._prompt_tokens = (
             self._tokenizer.encode(" " + options.prompt.strip()) if options.prompt and options.prompt.strip() else []
         )
@@ -301,7 +281,7 @@ class TranscriptionRun:
         self._release()
 
     def _unsure(self, result: _Decoded) -> bool:
-        return result.temperature > 0 or (
+        return result.fallback > 0 or (
             result.avg_logprob < self._settings.trim_trust_logprob and not self._silent(result)
         )
 
@@ -328,71 +308,37 @@ class TranscriptionRun:
         return prompt + list(tokenizer.sot_sequence)
 
     def _decode(self, batch: _Batch, prompts: list[list[int]]) -> list[_Decoded]:
-        """Beam search for every window, then Whisper's temperature fallback for those that fail."""
-        settings = self._settings
-        best: list[_Decoded | None] = [None] * len(prompts)
-        tried: list[list[_Decoded]] = [[] for _ in prompts]
-        todo = list(range(len(prompts)))
-        for temperature in temperature_schedule(self._options.temperature):
-            if not todo:
-                break
-            if temperature > self._options.temperature:
-                self.fallbacks += len(todo)
-            if temperature > 0:
-                kwargs: dict[str, Any] = {
-                    "beam_size": 1,
-                    "num_hypotheses": settings.best_of,
-                    "sampling_topk": 0,
-                    "sampling_temperature": temperature,
-                }
-            else:
-                kwargs = {"beam_size": self._options.beam_size}
-            outputs = self._model.model.generate(
-                batch.subset(todo),
-                [prompts[i] for i in todo],
+        """Beam search for every window, then the fallback (`decode_fallback`) for those that fail."""
+
+        def generate(indices: list[int], window_prompts: list[list[int]], options: dict[str, Any]) -> list[Any]:
+            return self._model.model.generate(
+                batch.subset(indices),
+                window_prompts,
                 max_length=self._model.max_length,
                 return_scores=True,
                 return_no_speech_prob=True,
                 suppress_blank=True,
                 suppress_tokens=self._suppress,
                 max_initial_timestamp_index=round(1.0 / TIME_PRECISION),
-                **kwargs,
+                **options,
             )
-            still = []
-            for index, output in zip(todo, outputs, strict=True):
-                tokens = list(output.sequences_ids[0])
-                avg_logprob = output.scores[0] * len(tokens) / (len(tokens) + 1)
-                result = _Decoded(
-                    tokens,
-                    avg_logprob,
-                    temperature,
-                    _compression_ratio(self._tokenizer.decode(tokens).strip()),
-                    output.no_speech_prob,
-                )
-                tried[index].append(result)
-                if self._failed(result) and not self._silent(result):
-                    still.append(index)
-                else:
-                    best[index] = result
-            todo = still
-        for index in todo:
-            # Every temperature failed: the most probable result that is not a repetition loop.
-            fine = [r for r in tried[index] if r.compression_ratio <= settings.compression_ratio_threshold]
-            chosen = max(fine or tried[index], key=lambda r: r.avg_logprob)
-            best[index] = replace(chosen, temperature=tried[index][-1].temperature)
-        return [r for r in best if r is not None]
 
-    def _failed(self, result: _Decoded) -> bool:
-        return (
-            result.compression_ratio > self._settings.compression_ratio_threshold
-            or result.avg_logprob < self._settings.log_prob_threshold
+        tokenizer = self._tokenizer
+        results, fallbacks = decode_fallback.decode(
+            generate,
+            prompts,
+            tokenizer.decode,
+            temperature=self._options.temperature,
+            beam_size=self._options.beam_size,
+            best_of=self._settings.best_of,
+            thresholds=self._thresholds,
+            shape=decode_fallback.PromptShape(tokenizer.sot_prev, tokenizer.sot, tokenizer.no_timestamps),
         )
+        self.fallbacks += fallbacks
+        return results
 
     def _silent(self, result: _Decoded) -> bool:
-        return (
-            result.no_speech_prob > self._settings.no_speech_threshold
-            and result.avg_logprob < self._settings.log_prob_threshold
-        )
+        return self._thresholds.silent(result)
 
     def _split(self, job: _Job, result: _Decoded, content_frames: int) -> tuple[list[dict[str, Any]], _Job | None]:
         """The window's segments by Whisper's timestamp tokens (in seconds from the input's start), and
@@ -560,22 +506,21 @@ class WhisperEngine:
                 )
 
     def _detect_language(
-        self, features: np.ndarray, first: _Batch, trimmed_only: bool = False
+        self, features: np.ndarray, first: _Batch, trimmed_only: bool, beam_size: int
     ) -> tuple[str, float, _Batch]:
-        """The language of the first chunk, its probability, and the encoding to decode it from.
+        """The language of the first chunk, its probability, and the encoding to decode it from: the full
+        window's when the trimmed one was unsure and the full one was encoded (see `whisper_language`)."""
+        encoded: list[_Batch] = []
 
-        A trimmed window's verdict is taken when it is clear; when it is not, the full window (Whisper's
-        exact input) is encoded too, its probabilities are averaged in, and it is kept for decoding.
-        """
-        scores = {token[2:-2]: p for token, p in self.model.model.detect_language(first.encoded)[0]}
-        if max(scores.values()) >= self.settings.language_confidence or not first.trimmed or trimmed_only:
-            best = max(scores, key=scores.__getitem__)
-            return best, scores[best], first
-        full = _Batch(self.model, [features], self.settings, full=True)
-        for token, p in self.model.model.detect_language(full.encoded)[0]:
-            scores[token[2:-2]] = (scores.get(token[2:-2], 0.0) + p) / 2
-        best = max(scores, key=scores.__getitem__)
-        return best, scores[best], full
+        def full() -> Callable[[int], Any]:
+            encoded.append(_Batch(self.model, [features], self.settings, full=True))
+            return lambda copies: encoded[0].subset([0] * copies)
+
+        allowed = first.trimmed and not trimmed_only
+        verdict = whisper_language.detect(
+            self.model, first.encoded, full if allowed else None, self.settings.language_confidence, beam_size
+        )
+        return verdict.language, verdict.probability, encoded[0] if encoded else first
 
     def start(self, audio: np.ndarray, options: TranscribeOptions) -> TranscriptionRun:
         """Find the speech, encode the first chunk and detect the language from it; the rest of the
@@ -592,7 +537,9 @@ class WhisperEngine:
             features = self.model.feature_extractor(audio[chunks[0].start : chunks[0].end])[..., :-1]
             first = _Batch(self.model, [features], self.settings)
             if language is None:
-                language, probability, first = self._detect_language(features, first, options.trimmed_only)
+                language, probability, first = self._detect_language(
+                    features, first, options.trimmed_only, options.beam_size
+                )
         prompt_tokens = len(self.model.hf_tokenizer.encode(options.prompt).ids) if options.prompt else 0
         transcript = Transcript(
             task=options.task,
