@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Callable
@@ -373,3 +374,24 @@ def test_fallback_decodes_the_same_every_time(model_cache: Path) -> None:
         fallbacks += run.fallbacks
     assert fallbacks >= 3 and len(texts) == 1
     assert "germany" in run.transcript.text.lower()
+
+
+def test_a_chunk_decoded_as_text_only_loses_no_sentence(client: OpenAI) -> None:
+    """The 70 s Spanish reading's last chunk, decoded without timestamps, used to end one sentence early
+    ("Valdemoro, 20 de Septiembre de 1881."); the coverage check decodes the rest of the chunk again."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import dev_speech
+
+    clip = next(c for c in dev_speech.clips(sets=["multi"]) if c.id == "es_librivox_capitan_veneno")
+    result = client.audio.transcriptions.create(
+        model="whisper-base", file=(clip.path.name, clip.path.read_bytes()), response_format="verbose_json"
+    )
+    assert result.language == "spanish"
+    assert "1881" in result.text, result.text[-120:]
+    assert "Valdemoro" in result.text.rsplit("Pedro", 1)[-1], result.text[-120:]
+    segments = result.segments or []
+    assert all(a.start <= a.end <= b.start + 0.01 for a, b in itertools.pairwise(segments)), [
+        (s.start, s.end) for s in segments
+    ]

@@ -110,6 +110,9 @@ class Settings(BaseSettings):
     whisper_batch_size: int = 4
     # The first chunk of audio longer than 30 s is at most this long, so a stream's first delta comes early.
     whisper_first_chunk_seconds: float = 10.0
+    # The same for a streamed transcription (stream=true), whose first delta waits for its first chunk; a
+    # short first chunk costs a little accuracy and speed, so requests that are not streamed keep the above.
+    whisper_stream_first_chunk_seconds: float = 6.0
 
     # Admission control for the speech-to-text engine
     stt_concurrency: int = 2

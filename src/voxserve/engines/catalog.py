@@ -29,7 +29,10 @@ def _whisper_spec(settings: Settings, model_id: str, locate: Callable[[], Path |
             num_workers=settings.stt_concurrency,
             trim_padding=settings.whisper_trim_padding,
             settings=DecoderSettings(
-                chunking=ChunkPolicy(first_max_seconds=settings.whisper_first_chunk_seconds),
+                chunking=ChunkPolicy(
+                    first_max_seconds=settings.whisper_first_chunk_seconds,
+                    stream_first_max_seconds=settings.whisper_stream_first_chunk_seconds,
+                ),
                 batch_size=settings.whisper_batch_size,
             ),
         )

@@ -41,6 +41,8 @@ class ChunkPolicy:
     # The first chunk of audio longer than a window is kept short, so a streamed transcription's
     # first words come early; shorter chunks lose some context, so only the first one is held back.
     first_max_seconds: float = 30.0
+    # The same for a streamed transcription, whose first delta waits for the first chunk.
+    stream_first_max_seconds: float = 30.0
     # When speech fills a window, cut at the longest pause that leaves the chunk at least this full.
     min_fill: float = 0.5
     # A silence this long always ends a chunk; Whisper is not asked to sit through it.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import BinaryIO
 
 import numpy as np
@@ -81,7 +82,7 @@ class SpeechToText:
     async def transcribe(self, spec: ModelSpec, source: BinaryIO, options: TranscribeOptions) -> Transcript:
         """The whole transcript, decoded one step at a time: cancelling the caller (a client that left)
         frees the slot at once and stops the decoding after the step in progress."""
-        stream = await self.open_stream(spec, source, options)
+        stream = await self._open(spec, source, options)
         async for _ in stream.segments():
             pass
         return stream.transcript
@@ -113,7 +114,11 @@ class SpeechToText:
 
     async def open_stream(self, spec: ModelSpec, source: BinaryIO, options: TranscribeOptions) -> SegmentStream:
         """Admit, decode and detect the language now, so every error before the first segment is an
-        ordinary error response rather than a failure inside an event stream."""
+        ordinary error response rather than a failure inside an event stream. The first chunk of long
+        audio is planned short (`whisper_stream_first_chunk_seconds`), so the first delta comes early."""
+        return await self._open(spec, source, replace(options, streamed=True))
+
+    async def _open(self, spec: ModelSpec, source: BinaryIO, options: TranscribeOptions) -> SegmentStream:
         slot = await self.gate.acquire()
         with slot.released_on_error():
             run, seconds = await slot.run(self._start, spec, source, options, slot.leases)

@@ -27,6 +27,7 @@ from faster_whisper.transcribe import get_suppressed_tokens
 
 from voxserve.audio.decode import STT_SAMPLE_RATE
 from voxserve.engines import decode_fallback, whisper_language
+from voxserve.engines.chunk_coverage import uncovered_starts
 from voxserve.engines.decode_fallback import Decoded as _Decoded
 from voxserve.engines.decode_fallback import temperature_schedule as temperature_schedule
 from voxserve.engines.speech_chunks import Chunk, ChunkPolicy, Detection, StagedPlan
@@ -70,6 +71,8 @@ class TranscribeOptions:
     # Never encode a trimmed window again at its full 30 s (to re-decode it, or to detect the language
     # when unsure): for a realtime session's live decodes, whose text later decodes must confirm anyway.
     trimmed_only: bool = False
+    # Sent as a stream of deltas: the first chunk of long audio is kept to the policy's streamed length.
+    streamed: bool = False
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,8 @@ class DecoderSettings:
     # Condition a continuation on the text before it (Whisper's way); without, it joins the next batch.
     continuation_context: bool = False
     condition_on_previous_text: bool = False
+    # Align a text-only chunk's text to its audio and decode again what it left out (chunk_coverage).
+    coverage_check: bool = True
     compression_ratio_threshold: float = 2.4
     log_prob_threshold: float = -1.0
     no_speech_threshold: float = 0.6
@@ -211,6 +216,8 @@ class TranscriptionRun:
         self.windows = 0
         self.fallbacks = 0
         self.redone = 0
+        self.coverage_checked = 0
+        self.coverage_redone = 0
 
     # -- stepping -----------------------------------------------------------------------------
 
@@ -270,6 +277,17 @@ class TranscriptionRun:
             pieces.append(job_pieces)
             if continuation is not None:
                 continuations.append(continuation)
+        if self._text_only and self._settings.coverage_check:
+            kept = [i for i in range(len(jobs)) if i not in redo]
+            continuations += self._uncovered(batch, kept, jobs, results, pieces)
+            if full is not None:
+                continuations += self._uncovered(
+                    full,
+                    list(range(len(redo))),
+                    [jobs[i] for i in redo],
+                    [results[i] for i in redo],
+                    [pieces[i] for i in redo],
+                )
         if self._options.word_timestamps:
             kept = [i for i in range(len(jobs)) if i not in redo]
             self._align(batch, kept, [pieces[i] for i in kept])
@@ -279,6 +297,42 @@ class TranscriptionRun:
             self._held.setdefault(job.slot, []).extend((result, piece) for piece in job_pieces)
         self._jobs.extendleft(reversed(continuations))
         self._release()
+
+    def _uncovered(
+        self,
+        batch: _Batch,
+        items: list[int],
+        jobs: list[_Job],
+        results: list[_Decoded],
+        pieces: list[list[dict[str, Any]]],
+    ) -> list[_Job]:
+        """The rest of each chunk whose text-only decode ended well before its audio (chunk_coverage);
+        that chunk's segments are fitted into the part its text covers."""
+        eot = self._tokenizer.eot
+        chosen = [i for i in items if jobs[i].continued == 0 and any(t < eot for t in results[i].tokens)]
+        chosen = [i for i in chosen if not self._silent(results[i])]
+        if not chosen:
+            return []
+        starts = uncovered_starts(
+            self._model.model,
+            list(self._tokenizer.sot_sequence),
+            [[t for t in results[i].tokens if t < eot] for i in chosen],
+            batch.subset(chosen),
+            [batch.content_frames[i] for i in chosen],
+        )
+        self.coverage_checked += len(chosen)
+        rest = []
+        for i, said in zip(chosen, starts, strict=True):
+            if said is None:
+                continue
+            chunk = jobs[i].chunk
+            scale = said / chunk.seconds
+            for piece in pieces[i]:
+                piece["start"] = chunk.offset + (piece["start"] - chunk.offset) * scale
+                piece["end"] = chunk.offset + (piece["end"] - chunk.offset) * scale
+            rest.append(_Job(Chunk(chunk.start + round(said * STT_SAMPLE_RATE), chunk.end), jobs[i].slot, (), 1))
+        self.coverage_redone += len(rest)
+        return rest
 
     def _unsure(self, result: _Decoded) -> bool:
         return result.fallback > 0 or (
@@ -527,7 +581,10 @@ class WhisperEngine:
         decoding happens step by step in the returned run."""
         self.check(options)
         # Long audio: the first chunk is planned from the opening seconds, the rest once it is decoded.
-        plan = StagedPlan(audio, options.vad.detection(), self.settings.chunking)
+        policy = self.settings.chunking
+        if options.streamed:
+            policy = replace(policy, first_max_seconds=policy.stream_first_max_seconds)
+        plan = StagedPlan(audio, options.vad.detection(), policy)
         chunks = plan.first
         language = options.language if self.multilingual else "en"
         first = None
