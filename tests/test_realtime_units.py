@@ -269,6 +269,22 @@ def test_adaptive_denoiser_passes_clean_speech_and_denoises_noise() -> None:
     assert noisy.snr_db is not None and noisy.snr_db < 14
 
 
+@pytest.mark.skipif(not denoise_available(), reason="pyrnnoise is not installed")
+def test_denoiser_flush_gives_back_its_lag_and_stays_in_step() -> None:
+    rng = np.random.default_rng(4)
+    t = np.arange(16000 * 2) / 16000
+    bursts = ((np.sin(2 * np.pi * 2 * t) > 0) * rng.standard_normal(t.size) * 0.1).astype(np.float32)
+    denoiser = StreamingDenoiser()
+    out = denoiser.push(bursts)
+    tail = denoiser.flush()
+    lag = StreamingDenoiser.LAG_16K
+    assert out.size + tail.size == bursts.size + lag  # a commit loses none of the speech's end
+    assert np.allclose(np.concatenate([out, tail])[lag:], bursts, atol=1e-3)
+    more = np.concatenate([denoiser.push(bursts[i : i + 320]) for i in range(0, bursts.size, 320)])
+    assert more.size + denoiser.flush().size == bursts.size  # the flush's silence never reaches the output
+    assert np.allclose(more[400:8000], bursts[400:8000], atol=1e-3)
+
+
 # --- the session machine ------------------------------------------------------------------------------
 
 

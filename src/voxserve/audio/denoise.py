@@ -148,17 +148,43 @@ class StreamingDenoiser:
         self._pending = np.zeros(0, dtype=np.float32)
         self._work = np.zeros(self._frame, dtype=np.float32)
         self._ptr = self._work.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+        # Output samples owed before the last input is out: the input held inside, plus the lag the
+        # stream started with (its first LAG_16K output samples are the delay's silence).
+        self._owed = len(self._dry)
+        self._discard = 0  # output samples still to drop: those of the silence a flush fed in
 
     def push(self, samples: np.ndarray) -> np.ndarray:
+        out = self._process(samples, estimate=True)
+        if self._discard:
+            dropped = min(self._discard, len(out))
+            out, self._discard = out[dropped:], self._discard - dropped
+        self._owed += len(samples) - len(out)
+        return out
+
+    def flush(self) -> np.ndarray:
+        """The input still inside the denoiser (its lag), pushed out with silence: a commit must not lose
+        the end of the speech. The silence's own output is dropped as it comes, so the stream stays in step."""
+        owed, out, fed = self._owed, np.zeros(0, dtype=np.float32), 0
+        step = max(1, self.LAG_16K)
+        while len(out) < owed and fed < 20 * owed + 10 * step:
+            out = np.concatenate([out, self._process(np.zeros(step, dtype=np.float32), estimate=False)])
+            fed += step
+        real = out[:owed]
+        # The silence fed comes out one for one: what has not come out yet is dropped from later pushes.
+        self._discard += fed - (len(out) - len(real))
+        self._owed -= len(real)
+        return real
+
+    def _process(self, samples: np.ndarray, estimate: bool) -> np.ndarray:
         wet = self._denoise(samples)
         if self._mix is None:
             return wet
         self._dry = np.concatenate([self._dry, samples.astype(np.float32, copy=False)])
         dry, self._dry = self._dry[: len(wet)], self._dry[len(wet) :]
-        estimate = self._snr.push(samples)
-        if estimate is not None:
-            self.snr_db = estimate
-        target = self._wet if estimate is None else self._mix.wet(estimate)
+        snr = self._snr.push(samples) if estimate else None
+        if snr is not None:
+            self.snr_db = snr
+        target = self._wet if snr is None else self._mix.wet(snr)
         if not len(wet):
             self._wet = target
             return wet
