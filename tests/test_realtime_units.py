@@ -260,9 +260,8 @@ def test_adaptive_denoiser_passes_clean_speech_and_denoises_noise() -> None:
     bursts = ((np.sin(2 * np.pi * 2 * t) > 0) * np.sin(2 * np.pi * 220 * t) * 0.3).astype(np.float32)
     clean = StreamingDenoiser()
     out = np.concatenate([clean.push(bursts[i : i + 1600]) for i in range(0, bursts.size, 1600)])
-    lag = StreamingDenoiser.LAG_16K
-    # Clear input comes out as it went in, 20 ms later (the input is delayed to line up with RNNoise).
-    assert np.allclose(out[16000 + lag :], bursts[16000 : out.size - lag], atol=1e-3)
+    # Clear input comes out as it went in, lined up with it (the input is delayed as RNNoise's output is).
+    assert np.allclose(out[16000:], bursts[16000 : out.size], atol=1e-3)
     noisy = StreamingDenoiser()
     loud_noise = bursts + (rng.standard_normal(t.size) * 0.05).astype(np.float32)
     noisy.push(loud_noise)
@@ -277,9 +276,8 @@ def test_denoiser_flush_gives_back_its_lag_and_stays_in_step() -> None:
     denoiser = StreamingDenoiser()
     out = denoiser.push(bursts)
     tail = denoiser.flush()
-    lag = StreamingDenoiser.LAG_16K
-    assert out.size + tail.size == bursts.size + lag  # a commit loses none of the speech's end
-    assert np.allclose(np.concatenate([out, tail])[lag:], bursts, atol=1e-3)
+    assert out.size + tail.size == bursts.size  # a commit loses none of the speech's end
+    assert np.allclose(np.concatenate([out, tail]), bursts, atol=1e-3)  # and the output lines up with the input
     more = np.concatenate([denoiser.push(bursts[i : i + 320]) for i in range(0, bursts.size, 320)])
     assert more.size + denoiser.flush().size == bursts.size  # the flush's silence never reaches the output
     assert np.allclose(more[400:8000], bursts[400:8000], atol=1e-3)
