@@ -11,8 +11,8 @@ Run under the exclusive CPU lock: `flock -x /tmp/vox-cpu.lock .venv/bin/python b
    in-process (server VAD, every decode run as soon as it is asked for), against REST on the files and
    on the same 24 kHz audio, for several live-delta policies; and language detection on short
    non-English clips.
-3. Noise reduction (RNNoise) on clean and noisy (white noise, 10 dB SNR) speech: WER with it on and off,
-   through the same session machine in-process.
+3. Noise reduction (RNNoise) on clean and noisy (white noise, 20 and 10 dB SNR) speech, on the parity
+   section's clips: WER with it on and off, through the same session machine in-process.
 3. Conversations (`?model=gpt-realtime`, default models): spoken questions (espeak-ng) streamed at real
    time under server VAD; from the end of the user's speech to the first `response.output_audio.delta`,
    with its breakdown (VAD end: `speech_stopped`; STT: the turn's transcript; LLM first token: the first
@@ -54,7 +54,14 @@ def _p95(values: list[float]) -> float:
     return sorted(values)[max(0, round(0.95 * len(values)) - 1)] if values else float("nan")
 
 
-async def _session(port: int, audio: np.ndarray, results: dict[str, list[float]]) -> None:
+def session_clips(count: int) -> list[str]:
+    """`CLIPS` (the utterances of earlier passes' figures), then more English dev-speech clips of 3-10 s."""
+    rows = manifest()
+    more = sorted(k for k, v in rows.items() if v["lang"] == "en" and 3 <= v["duration_s"] <= 10 and k not in CLIPS)
+    return [*CLIPS, *more][:count]
+
+
+async def _session(port: int, audio: np.ndarray, turns: int, results: dict[str, list[float]]) -> None:
     import websockets
 
     url = f"ws://127.0.0.1:{port}/v1/realtime?intent=transcription"
@@ -80,7 +87,7 @@ async def _session(port: int, audio: np.ndarray, results: dict[str, list[float]]
             await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
             await asyncio.sleep(max(0.0, started + (index + 1) * 0.1 - time.monotonic()))
         deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and sum("completed" in m for m in arrivals.values()) < len(CLIPS):
+        while time.monotonic() < deadline and sum("completed" in m for m in arrivals.values()) < turns:
             await asyncio.sleep(0.1)
         task.cancel()
     for marks in arrivals.values():
@@ -89,7 +96,7 @@ async def _session(port: int, audio: np.ndarray, results: dict[str, list[float]]
         if "delta" in marks and "speech_started" in marks:
             results["first_delta"].append(marks["delta"] - marks["speech_started"])
         results["turns"].append(1.0)
-    results["missing"].append(float(len(CLIPS) - sum("completed" in m for m in arrivals.values())))
+    results["missing"].append(float(turns - sum("completed" in m for m in arrivals.values())))
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -97,13 +104,14 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def sessions_section(max_sessions: int) -> None:
+def sessions_section(max_sessions: int, count: int) -> None:
+    clips = session_clips(count)
     audio = [np.zeros(12000, np.int16)]
-    for clip in CLIPS:
+    for clip in clips:
         audio += [clip_pcm(clip), np.zeros(int(GAP * 24000), np.int16)]
     stream = np.concatenate(audio)
     seconds = len(stream) / 24000
-    print(f"\n## Sessions streaming at real time ({len(CLIPS)} utterances of 4-7 s, {seconds:.0f} s each)\n")
+    print(f"\n## Sessions streaming at real time ({len(clips)} utterances of 3-10 s, {seconds:.0f} s each)\n")
     print(
         "| sessions | speech_stopped -> completed median / p95 | first delta after speech start median / p95 "
         "| max completed lag | keeps up (<= 1.5 s) | server CPU per session |"
@@ -112,13 +120,14 @@ def sessions_section(max_sessions: int) -> None:
     import tempfile
 
     log = Path(tempfile.mkdtemp()) / "server.log"
+    details: list[str] = []
     with start_server("whisper-base", log) as (proc, port):
         for n in range(1, max_sessions + 1):
             results: dict[str, list[float]] = {"final": [], "first_delta": [], "turns": [], "missing": []}
             cpu_before, wall_before = _cpu_seconds(proc.pid), time.monotonic()
 
             async def run_all(n: int = n, results: dict[str, list[float]] = results) -> None:
-                await asyncio.gather(*(_session(port, stream, results) for _ in range(n)))
+                await asyncio.gather(*(_session(port, stream, len(clips), results) for _ in range(n)))
 
             asyncio.run(run_all())
             cpu = (_cpu_seconds(proc.pid) - cpu_before) / (time.monotonic() - wall_before) / n
@@ -130,8 +139,11 @@ def sessions_section(max_sessions: int) -> None:
                 f"{max(final):.2f} s | {'yes' if keeps else 'NO'} | {cpu * 100:.0f}% of a core |",
                 flush=True,
             )
+            details.append(f"- {n} session(s): " + ", ".join(f"{v:.2f}" for v in sorted(first)))
             if not keeps:
                 break
+    print("\nFirst delta after speech start, each utterance (s, sorted):\n")
+    print("\n".join(details))
 
 
 def denoise_section(count: int) -> None:
@@ -148,7 +160,7 @@ def denoise_section(count: int) -> None:
     always = dataclasses.replace(
         adaptive, input_stream=lambda fmt, denoise: InputAudioStream(fmt, denoise, denoise_mix=None)
     )
-    ids = [k for k, v in manifest().items() if v["path"].startswith("en/") and v["duration_s"] <= 10][:count]
+    ids = parity_clips(count)  # the parity section's clips: English, <= 12 s
     rng = np.random.default_rng(7)
 
     def transcribe(pcm: np.ndarray, env: object | None) -> str:
@@ -208,8 +220,9 @@ def denoise_section(count: int) -> None:
     print(f"\n## Noise reduction (RNNoise, near_field), WER on {len(ids)} dev-speech clips, whisper-base\n")
     print(
         "Always: the denoised audio alone (pass 2). SNR-adaptive (the default): denoised audio mixed with the "
-        "input by the input's estimated SNR (all denoised at <= 14 dB, none at >= 22 dB; on these clips the "
-        "estimate reads about 7 dB above the SNR of the added noise).\n"
+        "input by the input's estimated SNR (the mean over 16 bands of each band's SNR, clipped to 0-30 dB; all "
+        "denoised at <= 15 dB, none at >= 21 dB; on these clips it reads medians of 29.9 / 23.3 / 17.2 dB "
+        "clean / at 20 dB / at 10 dB).\n"
     )
     print("| speech | WER without | RNNoise always | change | RNNoise SNR-adaptive | change |")
     print("|---|---|---|---|---|---|")
@@ -233,34 +246,51 @@ def denoise_section(count: int) -> None:
 # "final-only" sends no live deltas: what is left between it and REST is the audio path (VAD cut, padding,
 # resampling); "-trimmed": no full-window re-decode; "-no-context": turns decoded without the session's
 # earlier text as prompt.
+_PLAIN: dict[str, object] = {"live_sure_agreement": None, "live_unsure_probability": None}
+_A3H2: dict[str, object] = {**_PLAIN, "partial_beam_size": 1, "live_agreement": 3, "live_hold_back_words": 2}
+_WEIGHTED = {**_A3H2, "live_sure_agreement": 2, "live_sure_probability": 0.6, "live_unsure_probability": 0.3}
 VARIANTS: dict[str, dict[str, object]] = {
     "final-only": {"live_deltas": False, "final_trimmed_only": False},
     "final-only-trimmed": {"live_deltas": False, "final_trimmed_only": True},
     "final-only-no-context": {"live_deltas": False, "final_trimmed_only": False, "turn_context": False},
     "final-only-trimmed-no-context": {"live_deltas": False, "final_trimmed_only": True, "turn_context": False},
-    "greedy-a2-h1": {"partial_beam_size": 1, "live_agreement": 2, "live_hold_back_words": 1},
-    "greedy-a3-h2": {"partial_beam_size": 1, "live_agreement": 3, "live_hold_back_words": 2},
+    "greedy-a2-h1": {**_PLAIN, "partial_beam_size": 1, "live_agreement": 2, "live_hold_back_words": 1},
+    "greedy-a3-h2": {**_PLAIN, "partial_beam_size": 1, "live_agreement": 3, "live_hold_back_words": 2},
     "greedy-a3-h2-slow": {
+        **_PLAIN,
         "partial_beam_size": 1,
         "live_agreement": 3,
         "live_hold_back_words": 2,
         "partial_quick_interval_ms": 500,
     },
     "greedy-a3-h2-quick500": {
+        **_PLAIN,
         "partial_beam_size": 1,
         "live_agreement": 3,
         "live_hold_back_words": 2,
         "partial_min_ms": 500,
     },
     "greedy-a3-h2-lang90": {
+        **_PLAIN,
         "partial_beam_size": 1,
         "live_agreement": 3,
         "live_hold_back_words": 2,
         "live_language_probability": 0.9,
     },
-    "greedy-a2-h2": {"partial_beam_size": 1, "live_agreement": 2, "live_hold_back_words": 2},
-    "beam5-a2-h1": {"partial_beam_size": 5, "live_agreement": 2, "live_hold_back_words": 1},
-    "beam5-a2-h2": {"partial_beam_size": 5, "live_agreement": 2, "live_hold_back_words": 2},
+    "greedy-a2-h2": {**_PLAIN, "partial_beam_size": 1, "live_agreement": 2, "live_hold_back_words": 2},
+    # Confidence-weighted agreement (VOXSERVE_REALTIME_LIVE_CONFIDENCE=true: "greedy-sure60-floor30"): a word
+    # 2 decodes agree on goes out when both gave it a probability of at least 0.6; 3 decodes must agree
+    # on any other, each giving it at least 0.3 ("floor"); "-t05": hold back by audio time (the words
+    # ending within 0.5 s of the decoded audio's end) rather than the last 2 words.
+    "greedy-sure60-floor30": _WEIGHTED,
+    "greedy-sure70-floor30": {**_WEIGHTED, "live_sure_probability": 0.7},
+    "greedy-sure90": {**_WEIGHTED, "live_sure_probability": 0.9, "live_unsure_probability": None},
+    "greedy-floor30": {**_WEIGHTED, "live_sure_agreement": None},
+    "greedy-sure60-floor30-t05": {**_WEIGHTED, "live_hold_back_seconds": 0.5},
+    "greedy-sure60-floor30-q200": {**_WEIGHTED, "partial_quick_interval_ms": 200},
+    "greedy-a3-h2-q200": {**_A3H2, "partial_quick_interval_ms": 200},
+    "beam5-a2-h1": {**_PLAIN, "partial_beam_size": 5, "live_agreement": 2, "live_hold_back_words": 1},
+    "beam5-a2-h2": {**_PLAIN, "partial_beam_size": 5, "live_agreement": 2, "live_hold_back_words": 2},
 }
 
 
@@ -554,13 +584,14 @@ def conversation_section(count: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--max-sessions", type=int, default=4)
-    parser.add_argument("--denoise-clips", type=int, default=12)
+    parser.add_argument("--session-clips", type=int, default=4, help="utterances each session streams")
+    parser.add_argument("--denoise-clips", type=int, default=24)
     parser.add_argument("--skip-denoise", action="store_true")
     parser.add_argument("--skip-sessions", action="store_true")
     parser.add_argument("--parity-clips", type=int, default=24)
     parser.add_argument(
         "--variants",
-        default="final-only,greedy-a2-h1,greedy-a3-h2",
+        default="final-only,greedy-a3-h2,greedy-sure60-floor30,greedy-sure70-floor30",
         help=f"live-delta policies to compare: {', '.join(VARIANTS)}",
     )
     parser.add_argument("--skip-parity", action="store_true")
@@ -572,7 +603,7 @@ def main() -> None:
     print("# voxserve realtime benchmark (whisper-base, int8, 2 cores)")
     if not args.only_conversations:
         if not args.skip_sessions:
-            sessions_section(args.max_sessions)
+            sessions_section(args.max_sessions, args.session_clips)
         if not args.skip_parity:
             names = [n.strip() for n in args.variants.split(",") if n.strip()]
             parity_section(args.parity_clips, names, not args.skip_languages)

@@ -8,6 +8,7 @@ import base64
 import contextlib
 import itertools
 import json
+import math
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 
 from tests.realtime_tools import validate
-from voxserve.audio.denoise import NoiseMix, SnrEstimate, StreamingDenoiser, denoise_available
+from voxserve.audio.denoise import ADAPTIVE_MIX, NoiseMix, SnrEstimate, StreamingDenoiser, denoise_available
 from voxserve.audio.g711 import decode_g711, encode_g711
 from voxserve.audio.input_stream import InputAudioStream
 from voxserve.engines.admission import EngineGate
@@ -32,12 +33,21 @@ from voxserve.realtime.protocol import Dialect
 from voxserve.realtime.session import DecodeJob, SessionEnv
 from voxserve.realtime.tokens import KeyMinter
 from voxserve.realtime.transcription import TranscriptionSession
-from voxserve.transcript import Segment, Transcript
+from voxserve.transcript import Segment, Transcript, Word
 
 
 def _transcript(text: str, language: str = "en") -> Transcript:
     segment = Segment(0, 0, 0.0, 1.0, " " + text, [1, 2, 3], 0.0, -0.1, 1.0, 0.0)
     return Transcript("transcribe", language, 1.0, [segment] if text else [])
+
+
+def _timed(*words: tuple[str, float], seconds: float | None = None) -> Transcript:
+    """A decode with timed words (word, probability), 0.3 s apart, of `seconds` of audio."""
+    timed = [Word(f" {w}", 0.3 * i, 0.3 * (i + 1), p) for i, (w, p) in enumerate(words)]
+    duration = seconds if seconds is not None else 0.3 * len(words)
+    text = "".join(w.word for w in timed)
+    segment = Segment(0, 0, 0.0, duration, text, [1, 2, 3], 0.0, -0.1, 1.0, 0.0, words=timed)
+    return Transcript("transcribe", "en", duration, [segment])
 
 
 # --- turn detection ----------------------------------------------------------------------------------
@@ -86,6 +96,39 @@ def test_live_deltas_with_more_agreement_and_a_longer_hold_back() -> None:
     assert live.update(_transcript("I really liked that a count of him")) == []  # "account" read two ways
     assert delta_text(live.update(_transcript("I really liked that account of him self"))) == ""
     assert delta_text(live.finish(_transcript("I really liked that account of himself."))) == " account of himself."
+
+
+def test_live_words_two_decodes_are_sure_of_go_out_without_a_third() -> None:
+    live = LiveTranscript(hold_back=1, agreement=3, sure_agreement=2, sure_logprob=math.log(0.6))
+    assert live.update(_timed(("Hello", 0.9), ("there", 0.5), ("my", 0.9))) == []
+    # "Hello" sure in both; "there" agreed on but unsure once: it waits for a third decode.
+    assert delta_text(live.update(_timed(("Hello", 0.95), ("there", 0.9), ("my", 0.9), ("friend", 0.8)))) == "Hello"
+    assert delta_text(live.update(_timed(("Hello", 0.95), ("there", 0.4), ("my", 0.9), ("friend", 0.9)))) == (
+        " there my"
+    )
+    assert delta_text(live.finish(_timed(("Hello", 1.0), ("there", 1.0), ("my", 1.0), ("friend.", 1.0)))) == (
+        " friend."
+    )
+
+
+def test_live_words_too_unsure_wait_even_when_decodes_agree() -> None:
+    live = LiveTranscript(hold_back=1, agreement=3, unsure_logprob=math.log(0.3))
+    for _ in range(2):
+        assert live.update(_timed(("This", 0.9), ("I", 0.9), ("run", 0.2), ("with", 0.9), ("great", 0.9))) == []
+    # Three decodes agree, but one of them gave "run" only 0.2: what comes before it goes out.
+    assert delta_text(live.update(_timed(("This", 0.9), ("I", 0.9), ("run", 0.5), ("with", 0.9), ("great", 0.9)))) == (
+        "This I"
+    )
+    assert delta_text(live.finish(_timed(("This", 1.0), ("I", 1.0), ("read", 1.0), ("with", 1.0)))) == " read with"
+
+
+def test_live_words_held_back_by_audio_time() -> None:
+    live = LiveTranscript(hold_back=2, agreement=2, hold_back_seconds=0.5)
+    live.update(_timed(("one", 0.9), ("two", 0.9), ("three", 0.9), seconds=1.5))
+    # "three" ends at 0.9 s of 1.5 s: clear of the edge; by count it would be held (the last 2 words).
+    assert delta_text(live.update(_timed(("one", 0.9), ("two", 0.9), ("three", 0.9), ("fo", 0.9), seconds=1.5))) == (
+        "one two three"
+    )
 
 
 def test_live_decodes_unsure_of_their_language_are_not_counted() -> None:
@@ -187,14 +230,27 @@ def test_noise_mix_follows_the_estimated_snr() -> None:
     assert (mix.wet(10.0), mix.wet(18.0), mix.wet(30.0)) == (1.0, 0.5, 0.0)
     rng = np.random.default_rng(1)
     t = np.arange(16000 * 3) / 16000
-    # Speech-like: loud bursts with quiet gaps, over a noise floor 10 or 40 dB below the bursts.
-    bursts = (np.sin(2 * np.pi * 2 * t) > 0) * np.sin(2 * np.pi * 220 * t) * 0.3
+    # Speech-like: broadband bursts with quiet gaps, over white noise 10 or 40 dB below the bursts.
+    bursts = (np.sin(2 * np.pi * 2 * t) > 0) * rng.standard_normal(t.size) * 0.1
     for floor_db, expected in ((-10, 1.0), (-40, 0.0)):
         estimate = SnrEstimate(16000)
         assert estimate.push(np.zeros(100, np.float32)) is None  # too little heard yet
-        noise = rng.standard_normal(t.size) * 0.3 / np.sqrt(2) * 10 ** (floor_db / 20)
+        noise = rng.standard_normal(t.size) * 0.1 * 10 ** (floor_db / 20)
         snr = estimate.push((bursts + noise).astype(np.float32))
         assert snr is not None and mix.wet(snr) == pytest.approx(expected, abs=0.05)
+
+
+def test_snr_estimate_rates_a_steady_hum_nearly_clean() -> None:
+    """A tonal hum 10 dB below the speech lowers one band's SNR, not all of them as white noise does."""
+    rng = np.random.default_rng(3)
+    t = np.arange(16000 * 3) / 16000
+    bursts = (np.sin(2 * np.pi * 2 * t) > 0) * rng.standard_normal(t.size) * 0.1
+    hum = np.sin(2 * np.pi * 300 * t) * 0.1 * np.sqrt(2) * 10 ** (-10 / 20)
+    white = rng.standard_normal(t.size) * 0.1 * 10 ** (-10 / 20)
+    hummed = SnrEstimate(16000).push((bursts + hum).astype(np.float32))
+    noisy = SnrEstimate(16000).push((bursts + white).astype(np.float32))
+    assert hummed is not None and noisy is not None
+    assert ADAPTIVE_MIX.wet(hummed) == 0.0 and ADAPTIVE_MIX.wet(noisy) == 1.0
 
 
 @pytest.mark.skipif(not denoise_available(), reason="pyrnnoise is not installed")
@@ -204,13 +260,27 @@ def test_adaptive_denoiser_passes_clean_speech_and_denoises_noise() -> None:
     bursts = ((np.sin(2 * np.pi * 2 * t) > 0) * np.sin(2 * np.pi * 220 * t) * 0.3).astype(np.float32)
     clean = StreamingDenoiser()
     out = np.concatenate([clean.push(bursts[i : i + 1600]) for i in range(0, bursts.size, 1600)])
-    lag = StreamingDenoiser.LAG_16K
-    # Clear input comes out as it went in, 20 ms later (the input is delayed to line up with RNNoise).
-    assert np.allclose(out[16000 + lag :], bursts[16000 : out.size - lag], atol=1e-3)
+    # Clear input comes out as it went in, lined up with it (the input is delayed as RNNoise's output is).
+    assert np.allclose(out[16000:], bursts[16000 : out.size], atol=1e-3)
     noisy = StreamingDenoiser()
     loud_noise = bursts + (rng.standard_normal(t.size) * 0.05).astype(np.float32)
     noisy.push(loud_noise)
     assert noisy.snr_db is not None and noisy.snr_db < 14
+
+
+@pytest.mark.skipif(not denoise_available(), reason="pyrnnoise is not installed")
+def test_denoiser_flush_gives_back_its_lag_and_stays_in_step() -> None:
+    rng = np.random.default_rng(4)
+    t = np.arange(16000 * 2) / 16000
+    bursts = ((np.sin(2 * np.pi * 2 * t) > 0) * rng.standard_normal(t.size) * 0.1).astype(np.float32)
+    denoiser = StreamingDenoiser()
+    out = denoiser.push(bursts)
+    tail = denoiser.flush()
+    assert out.size + tail.size == bursts.size  # a commit loses none of the speech's end
+    assert np.allclose(np.concatenate([out, tail]), bursts, atol=1e-3)  # and the output lines up with the input
+    more = np.concatenate([denoiser.push(bursts[i : i + 320]) for i in range(0, bursts.size, 320)])
+    assert more.size + denoiser.flush().size == bursts.size  # the flush's silence never reaches the output
+    assert np.allclose(more[400:8000], bursts[400:8000], atol=1e-3)
 
 
 # --- the session machine ------------------------------------------------------------------------------

@@ -133,6 +133,7 @@ def build_realtime(settings: Settings, stt: SpeechToText) -> RealtimeHub:
         session_seconds=settings.realtime_session_seconds,
         live_deltas=settings.realtime_live_deltas,
         partial_interval_ms=settings.realtime_partial_interval_ms,
+        **({"live_sure_agreement": 2, "live_unsure_probability": 0.3} if settings.realtime_live_confidence else {}),
         final_trimmed_only=not settings.realtime_final_full_window,
     )
     return RealtimeHub(stt, env, max_sessions=settings.realtime_max_sessions, key_secret=settings.realtime_key_secret)

@@ -46,6 +46,12 @@ class InputAudioStream:
             audio = self._denoiser.push(audio)
         return audio
 
+    def flush(self) -> np.ndarray:
+        """The audio the denoiser still holds (its ~20 ms lag), for a commit; none without denoising."""
+        if self._denoiser is None:
+            return np.zeros(0, dtype=np.float32)
+        return self._denoiser.flush()
+
     def close(self) -> None:
         if self._denoiser is not None:
             self._denoiser.close()

@@ -17,7 +17,9 @@ final decodes wait in the gate's queue like any request, and retry while the que
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import difflib
+import itertools
 import math
 import re
 import unicodedata
@@ -38,6 +40,7 @@ _WORD = re.compile(r"\s*\S+")
 class LiveWord:
     text: str  # as it appears in the transcript, with its leading space
     logprob: float | None = None
+    end: float | None = None  # seconds from the start of the decoded audio, when words were timed
 
     @property
     def key(self) -> str:
@@ -55,9 +58,9 @@ def words_of(transcript: Transcript) -> list[LiveWord]:
     pieces = _WORD.findall(text)
     timed = transcript.words
     if timed and "".join(w.word for w in timed).strip() == text.strip():
-        out = [LiveWord(w.word, math.log(max(w.probability, 1e-12))) for w in timed]
+        out = [LiveWord(w.word, math.log(max(w.probability, 1e-12)), w.end) for w in timed]
         if out:
-            out[0] = LiveWord(out[0].text.lstrip(), out[0].logprob)
+            out[0] = dataclasses.replace(out[0], text=out[0].text.lstrip())
         return [w for w in out if w.text]
     return [LiveWord(p) for p in pieces]
 
@@ -85,11 +88,18 @@ class LiveTranscript:
     """The text of one utterance as it is sent: deltas while it grows, the rest when it is final.
 
     A word is sent from live decodes only once `agreement` successive decodes (all in one language)
-    read it the same way and it is not among the newest decode's last `hold_back` words.
+    read it the same way, or once `sure_agreement` of them read it the same way and each gave it at
+    least `sure_logprob` (a word Whisper is sure of need not wait for a third reading), and only when it
+    is not at the edge of the newest decode's audio: not among its last `hold_back` words, or, when
+    `hold_back_seconds` is set and the words are timed, not ending within that much of the audio's end.
     """
 
     hold_back: int = 1
     agreement: int = 2
+    sure_agreement: int | None = None
+    sure_logprob: float = math.log(0.9)
+    unsure_logprob: float | None = None
+    hold_back_seconds: float | None = None
     sent: list[LiveWord] = field(default_factory=list)
     _history: list[tuple[list[LiveWord], str]] = field(default_factory=list)
 
@@ -105,11 +115,35 @@ class LiveTranscript:
         if not words:
             return []
         if not self.sent:
-            words = [LiveWord(words[0].text.lstrip(), words[0].logprob), *words[1:]]
+            words = [dataclasses.replace(words[0], text=words[0].text.lstrip()), *words[1:]]
         elif not words[0].text[:1].isspace() and self.text[-1:].isalnum() and words[0].text[:1].isalnum():
-            words = [LiveWord(" " + words[0].text, words[0].logprob), *words[1:]]
+            words = [dataclasses.replace(words[0], text=" " + words[0].text), *words[1:]]
         self.sent.extend(words)
         return words
+
+    def _settled(self, readings: list[list[LiveWord]], languages: list[str], index: int) -> bool:
+        """Whether the newest decodes agree on their word at `index` (see the class)."""
+
+        def agree(n: int, sure: bool) -> bool:
+            if len(readings) < n or len(set(languages[-n:])) > 1:
+                return False
+            column = [words[index] if index < len(words) else None for words in readings[-n:]]
+            key = readings[-1][index].key
+            if not key or any(w is None or w.key != key for w in column):
+                return False
+            if sure:  # a word is sure only when every decode timed it and gave it the probability
+                return all(w.logprob is not None and w.logprob >= self.sure_logprob for w in column)  # type: ignore[union-attr]
+            floor = self.unsure_logprob  # untimed words (a candidate's decode) pass: plain agreement
+            return floor is None or all(w.logprob is None or w.logprob >= floor for w in column)  # type: ignore[union-attr]
+
+        return agree(self.agreement, sure=False) or bool(self.sure_agreement and agree(self.sure_agreement, True))
+
+    def _edge(self, words: list[LiveWord], audio_seconds: float) -> int:
+        """How many of the newest decode's words may go out: those clear of the audio's edge."""
+        if self.hold_back_seconds is not None and words and all(w.end is not None for w in words):
+            limit = audio_seconds - self.hold_back_seconds
+            return sum(1 for _ in itertools.takewhile(lambda w: w.end <= limit, words))  # type: ignore[operator]
+        return len(words) - self.hold_back
 
     def update(self, transcript: Transcript, min_language_probability: float = 0.0) -> list[LiveWord]:
         """A decode of the utterance so far: returns the newly stable words (often none).
@@ -121,19 +155,16 @@ class LiveTranscript:
         if transcript.language_probability < min_language_probability:
             return []  # not counted: the decodes around it may still agree
         self._history.append((words_of(transcript), transcript.language))
-        del self._history[: -max(1, self.agreement)]
-        if len(self._history) < self.agreement or len({language for _, language in self._history}) > 1:
-            return []
+        del self._history[: -max(1, self.agreement, self.sure_agreement or 1)]
         readings = [self._after_sent(words) for words, _ in self._history]
+        languages = [language for _, language in self._history]
         current = readings[-1]
-        agreed = 0
-        for column in zip(*readings, strict=False):
-            if not column[-1].key or any(w.key != column[-1].key for w in column):
-                break
-            agreed += 1
+        agreed = sum(
+            1 for _ in itertools.takewhile(lambda i: self._settled(readings, languages, i), range(len(current)))
+        )
         # The newest decode's last words are held back even when all agree: they sit at the edge of
         # the audio, where a word still being spoken is read as a shorter one ("Hell" for "Hale").
-        return self._delta(current[: min(agreed, len(current) - self.hold_back)])
+        return self._delta(current[: min(agreed, self._edge(current, transcript.duration))])
 
     def finish(self, transcript: Transcript) -> list[LiveWord]:
         """The final decode: returns the words still to send; `text` is then the whole transcript."""

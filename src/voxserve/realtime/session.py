@@ -20,16 +20,16 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
 from voxserve.audio.input_stream import InputAudioStream, bytes_per_second
-from voxserve.engines.live_transcription import LiveTranscript, LiveWord, delta_text
+from voxserve.engines.live_transcription import LiveWord, delta_text
 from voxserve.engines.registry import ModelSpec
 from voxserve.engines.streaming_vad import FRAME, SileroFrames, TurnDetector
-from voxserve.engines.whisper import DEFAULT_VAD, TranscribeOptions
+from voxserve.engines.whisper import TranscribeOptions
 from voxserve.errors import VoxError
 from voxserve.formats.transcript_json import token_usage
 from voxserve.languages import LANGUAGES
@@ -37,6 +37,15 @@ from voxserve.realtime.audio_buffer import AudioBuffer
 from voxserve.realtime.config import InputAudioConfig, InputTranscription
 from voxserve.realtime.errors import ClientEventError
 from voxserve.realtime.protocol import Dialect, EventFactory, IdSource, new_id, user_audio_item
+from voxserve.realtime.turn_decoding import (
+    DecodeContext,
+    DecodeJob,
+    ItemTranscript,
+    Turn,
+    decode_options,
+    live_transcript,
+    partial_due,
+)
 from voxserve.transcript import Transcript
 
 log = logging.getLogger(__name__)
@@ -47,9 +56,6 @@ MIN_COMMIT_SAMPLES = RATE // 10  # 100 ms
 # Frames up to this size that are not strict JSON get a second, lenient parse (trailing commas, as
 # in the seed's example payload); an audio append is never parsed leniently.
 LENIENT_JSON_LIMIT = 64 * 1024
-# A turn shorter than this is decoded in the language the session last heard (when the client named
-# none): Whisper's language detection on a second or two of speech wavers.
-SHORT_TURN_SECONDS = 3.0
 # The session's last transcripts, up to this many characters, condition each turn's decode (Whisper's
 # prompt) when the client set no prompt: a turn cut at a pause then reads as the continuation it is.
 CONTEXT_CHARS = 300
@@ -76,6 +82,18 @@ class SessionEnv:
     # newest decode's last `live_hold_back_words` (see `LiveTranscript`).
     live_agreement: int = 3
     live_hold_back_words: int = 2
+    # Agreement weighted by Whisper's word probabilities (live decodes then time their words: the
+    # alignment pass gives each word's probability): a word `live_sure_agreement` successive decodes
+    # agree on goes out when each gave it at least `live_sure_probability`, and the `live_agreement`
+    # rule takes only words each decode gave at least `live_unsure_probability` (an unsure word waits
+    # for a surer reading or the final decode). None: plain agreement, the default: on dev-speech the
+    # weighted rule sent the first words ~0.15 s sooner but cost ~2 words in 411 (benchmarks/realtime.py).
+    live_sure_agreement: int | None = None
+    live_sure_probability: float = 0.6
+    live_unsure_probability: float | None = None
+    # Hold back the words ending within this many seconds of a live decode's audio end, rather than its
+    # last `live_hold_back_words` (None: by count). Needs timed words, as above.
+    live_hold_back_seconds: float | None = None
     # A live decode that detected the language itself counts towards agreement only when this sure of it
     # (others are skipped; the agreeing decodes must also share their language).
     live_language_probability: float = 0.8
@@ -93,36 +111,7 @@ class SessionEnv:
     ids: IdSource = new_id
 
 
-@dataclass
-class DecodeJob:
-    item_id: str
-    kind: str  # "partial" (live deltas), "candidate" (final audio if the pause lasts), "final"
-    audio: np.ndarray
-    end: int  # absolute sample position where the job's audio ends
-    spec: ModelSpec
-    options: TranscribeOptions
-
-
-@dataclass
-class _ItemTranscript:
-    item_id: str
-    previous_item_id: str | None = None
-    live: LiveTranscript = field(default_factory=LiveTranscript)
-    audio: np.ndarray | None = None  # set when committed
-    end: int = 0
-    candidate: tuple[int, Transcript] | None = None
-    done: bool = False
-
-
-@dataclass
-class _Turn:
-    """Speech in progress under server VAD: the item it will become, and where its audio lies."""
-
-    item_id: str
-    start: int  # where speech began
-    audio_from: int  # start minus the prefix padding
-    paused_until: int | None = None  # end of the candidate audio while a pause lasts
-    last_partial: int = 0
+_ItemTranscript = ItemTranscript  # its earlier name, which conversation sessions import
 
 
 class RealtimeSession:
@@ -149,9 +138,9 @@ class RealtimeSession:
         self._vad: SileroFrames | None = None
         self._turns: TurnDetector | None = None
         self._vad_origin = 0
-        self._turn: _Turn | None = None
-        self._items: dict[str, _ItemTranscript] = {}
-        self._finals: deque[_ItemTranscript] = deque()
+        self._turn: Turn | None = None
+        self._items: dict[str, ItemTranscript] = {}
+        self._finals: deque[ItemTranscript] = deque()
         self.last_item_id: str | None = None
         # The language the last final decode heard: live decodes use it rather than detect it again
         # on a second or two of speech (the final decodes still detect, as the REST endpoint does).
@@ -362,7 +351,7 @@ class RealtimeSession:
         assert turn is not None
         item_id = self.env.ids("item")
         prefix = turn.prefix_padding_ms * RATE // 1000
-        self._turn = _Turn(item_id, at, max(self._buffer.origin, at - prefix), last_partial=at)
+        self._turn = Turn(item_id, at, max(self._buffer.origin, at - prefix), last_partial=at)
         self._items[item_id] = self._new_item(item_id)
         self.outbox.append(self.events.speech_started(at * 1000 // RATE, item_id))
 
@@ -377,6 +366,10 @@ class RealtimeSession:
         self._add_item(turn.item_id, audio, end)
 
     def _commit_event(self, event: dict[str, Any]) -> None:
+        if self._input is not None:
+            tail = self._input.flush()  # the denoiser's lag: the end of the speech, not lost at commit
+            if tail.size:
+                self._feed(tail)
         if self._turn is not None:
             item_id, start = self._turn.item_id, self._turn.audio_from
         else:
@@ -409,9 +402,8 @@ class RealtimeSession:
 
     # --- items and their transcription --------------------------------------------------------------
 
-    def _new_item(self, item_id: str) -> _ItemTranscript:
-        live = LiveTranscript(hold_back=self.env.live_hold_back_words, agreement=self.env.live_agreement)
-        return _ItemTranscript(item_id, live=live)
+    def _new_item(self, item_id: str) -> ItemTranscript:
+        return ItemTranscript(item_id, live=live_transcript(self.env))
 
     def _add_item(self, item_id: str, audio: np.ndarray, end: int) -> None:
         previous = self.last_item_id
@@ -430,35 +422,14 @@ class RealtimeSession:
             self._finals.append(item)
         self._on_committed(item_id)
 
-    def _emit_item_done(self, item: _ItemTranscript, transcript: str | None) -> None:
+    def _emit_item_done(self, item: ItemTranscript, transcript: str | None) -> None:
         done = self.events.item_done(user_audio_item(item.item_id, transcript), item.previous_item_id)
         if done is not None:
             self.outbox.append(done)
 
     def _decode_options(self, final: bool, samples: int = 0) -> tuple[ModelSpec, TranscribeOptions] | None:
-        transcription = self.input_config.transcription
-        if transcription is None:
-            return None
-        try:
-            spec = self.env.resolve_stt(transcription.model)
-        except VoxError:
-            return None
-        language = transcription.whisper_language
-        short = samples < SHORT_TURN_SECONDS * RATE
-        if language is None and self._heard_language is not None and (not final or short):
-            language = self._heard_language
-        options = TranscribeOptions(
-            task="transcribe",
-            language=language,
-            prompt=transcription.prompt or (self._context if self.env.turn_context else None) or None,
-            word_timestamps=self.logprobs,
-            vad=DEFAULT_VAD,
-            beam_size=self.env.beam_size if final else self.env.partial_beam_size,
-            # A live decode's words wait for later decodes to agree: it need not pay for Whisper's
-            # full 30 s window (ten times the cost of the trimmed one on a second or two of speech).
-            trimmed_only=not final or self.env.final_trimmed_only,
-        )
-        return spec, options
+        known = DecodeContext(self._heard_language, self._context, self.logprobs)
+        return decode_options(self.env, self.input_config.transcription, known, final, samples)
 
     def _schedule(self) -> None:
         """Hand out the next decode this session wants, if none is out."""
@@ -497,9 +468,7 @@ class RealtimeSession:
         if not self.env.live_deltas:
             return
         now = self._buffer.end
-        young = now - turn.start < self.env.partial_quick_until_ms * RATE // 1000
-        interval = (self.env.partial_quick_interval_ms if young else self.env.partial_interval_ms) * RATE // 1000
-        if now - turn.start >= self.env.partial_min_ms * RATE // 1000 and now - turn.last_partial >= interval:
+        if partial_due(self.env, turn, now):
             chosen = self._decode_options(final=False)
             if chosen is not None:
                 turn.last_partial = now
@@ -517,13 +486,13 @@ class RealtimeSession:
             for w in words
         ]
 
-    def _send_delta(self, item: _ItemTranscript, words: list[LiveWord]) -> None:
+    def _send_delta(self, item: ItemTranscript, words: list[LiveWord]) -> None:
         if words:
             self.outbox.append(
                 self.events.transcription_delta(item.item_id, delta_text(words), self._logprobs_json(words))
             )
 
-    def _usage(self, item: _ItemTranscript, transcript: Transcript) -> dict[str, Any]:
+    def _usage(self, item: ItemTranscript, transcript: Transcript) -> dict[str, Any]:
         transcription = self.input_config.transcription
         seconds = (item.audio.size if item.audio is not None else 0) / RATE
         if transcription is not None and transcription.model.startswith("gpt-"):
@@ -531,7 +500,7 @@ class RealtimeSession:
             return token_usage(transcript)
         return {"type": "duration", "seconds": round(seconds, 3)}
 
-    def _finish(self, item: _ItemTranscript, transcript: Transcript) -> None:
+    def _finish(self, item: ItemTranscript, transcript: Transcript) -> None:
         if transcript.text.strip():
             self._heard_language = transcript.language
         self._send_delta(item, item.live.finish(transcript))
@@ -547,7 +516,7 @@ class RealtimeSession:
         self._emit_item_done(item, text)
         self._release(item)
 
-    def _fail(self, item: _ItemTranscript, exc: BaseException) -> None:
+    def _fail(self, item: ItemTranscript, exc: BaseException) -> None:
         item.done = True
         if isinstance(exc, VoxError):
             message, code = exc.message, exc.code or "transcription_failed"
@@ -558,7 +527,7 @@ class RealtimeSession:
         self._emit_item_done(item, None)
         self._release(item)
 
-    def _release(self, item: _ItemTranscript) -> None:
+    def _release(self, item: ItemTranscript) -> None:
         self._items.pop(item.item_id, None)
         item.audio = None
         if self._finals and self._finals[0] is item:
