@@ -77,11 +77,6 @@ class Runtime:
         tts = TextToSpeech(registry, tts_gate, voices)
         answers = SpokenAnswers(ttl=settings.audio_answer_ttl, max_entries=settings.audio_answer_max)
         voice_chat = VoiceChat(stt, tts, answers, settings.default_stt_model, settings.chat_stt_beam_size)
-        if settings.malloc_tuning:
-            # A transcription or a synthesis leaves its buffers free in the middle of the heaps: return
-            # them before the next request sets its own peak on top (see process_memory.release).
-            stt.listeners.append(lambda _: process_memory.release())
-            tts.listeners.append(lambda _: process_memory.release())
         realtime = build_realtime(settings, stt)
         spoken = SpokenReplies(tts, settings.voice_instructions)
         realtime.conversations = build_conversations(settings, realtime, chat, spoken, tts)
