@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from voxserve.engines.speech_chunks import (
@@ -137,6 +137,12 @@ def test_chunks_are_ordered_bounded_and_cover_all_speech(
     pieces=st.lists(st.tuples(st.floats(0.03, 20.0), st.floats(0.0, 1.0)), min_size=1, max_size=30),
     first_max=st.floats(3.0, 30.0),
     padding_ms=st.integers(0, 800),
+)
+# Found by a clean clone's run: the early plan heard under 30 s and did not hold the first chunk to first_max.
+@example(
+    pieces=[(3.0, 1.0), (2.0, 0.0), (11.5, 1.0), (2.5, 0.0), (1.0, 1.0), (11.0, 0.0)],
+    first_max=16.0,
+    padding_ms=0,
 )
 def test_a_staged_plan_is_the_plan_of_the_whole_input(
     pieces: list[tuple[float, float]], first_max: float, padding_ms: int

@@ -94,9 +94,15 @@ def speech_regions(probs: np.ndarray, threshold: float, min_silence_frames: int)
 
 
 def plan_chunks(
-    probs: np.ndarray, total_samples: int, detection: Detection, policy: ChunkPolicy = ChunkPolicy()
+    probs: np.ndarray,
+    total_samples: int,
+    detection: Detection,
+    policy: ChunkPolicy = ChunkPolicy(),
+    input_samples: int | None = None,
 ) -> list[Chunk]:
-    """Cut the input into chunks of speech, each at most one window long (see the module docstring)."""
+    """Cut the input into chunks of speech, each at most one window long (see the module docstring).
+
+    `input_samples`: the whole input's length when `probs` covers only its opening `total_samples`."""
     frames_per_ms = SAMPLE_RATE / FRAME / 1000
     words = speech_regions(probs, detection.threshold, max(1, round(policy.min_pause_ms * frames_per_ms)))
     # Speech stretches in samples; the pauses between them are the places a chunk may end.
@@ -110,7 +116,7 @@ def plan_chunks(
     forced_start: int | None = None
     while first < len(spans):
         limit = int(policy.max_seconds * SAMPLE_RATE)
-        if not chunks and total_samples > limit:
+        if not chunks and (input_samples or total_samples) > limit:
             limit = int(min(policy.first_max_seconds, policy.max_seconds) * SAMPLE_RATE)
         if forced_start is not None:
             start, forced_start = forced_start, None
@@ -193,7 +199,8 @@ class StagedPlan:
         heard = int(-(-heard // FRAME) * FRAME)
         if audio.size > policy.max_seconds * SAMPLE_RATE and audio.size > heard + _WARMUP_FRAMES * FRAME:
             probs = hear(audio[:heard])
-            early = plan_chunks(probs, heard, detection, policy)
+            # The first chunk is held to `first_max_seconds` by the whole input's length, not what was heard.
+            early = plan_chunks(probs, heard, detection, policy, input_samples=audio.size)
             # Taken early only when a later chunk starts within what was heard (so the first one ended
             # by the same rule it would on the whole input) and the first one starts soon enough that
             # everything its end depends on was heard.
