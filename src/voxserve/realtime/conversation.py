@@ -39,8 +39,9 @@ from voxserve.realtime.conversation_events import ConversationEvents
 from voxserve.realtime.conversation_items import heard_text, parse_client_item, public_item, truncate_item
 from voxserve.realtime.errors import ClientEventError
 from voxserve.realtime.protocol import Dialect
-from voxserve.realtime.session import RealtimeSession, SessionEnv, _ItemTranscript
+from voxserve.realtime.session import RealtimeSession, SessionEnv
 from voxserve.realtime.transcription import TranscriptionSession
+from voxserve.realtime.turn_decoding import ItemTranscript
 from voxserve.transcript import audio_tokens
 
 log = logging.getLogger(__name__)
@@ -284,7 +285,7 @@ class ConversationSession(RealtimeSession):
             else:
                 self._auto_waiting = True
 
-    def _emit_item_done(self, item: _ItemTranscript, transcript: str | None) -> None:
+    def _emit_item_done(self, item: ItemTranscript, transcript: str | None) -> None:
         self._pending_transcripts.discard(item.item_id)
         index = self._index(item.item_id)
         if index is not None:
@@ -319,7 +320,7 @@ class ConversationSession(RealtimeSession):
         if audio is not None:
             # A user's audio message: transcribed like a committed turn, announced done with its transcript.
             self._pending_transcripts.add(item["id"])
-            pending = _ItemTranscript(item["id"], before, audio=audio, end=-1)
+            pending = ItemTranscript(item["id"], before, audio=audio, end=-1)
             self._items[item["id"]] = pending
             self._finals.append(pending)
             return

@@ -111,9 +111,6 @@ class SessionEnv:
     ids: IdSource = new_id
 
 
-_ItemTranscript = ItemTranscript  # its earlier name, which conversation sessions import
-
-
 class RealtimeSession:
     kind: ClassVar[str] = "realtime"
     beta_session_prefix: ClassVar[str] = "session"
