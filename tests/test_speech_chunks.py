@@ -137,20 +137,25 @@ def test_chunks_are_ordered_bounded_and_cover_all_speech(
     pieces=st.lists(st.tuples(st.floats(0.03, 20.0), st.floats(0.0, 1.0)), min_size=1, max_size=30),
     first_max=st.floats(3.0, 30.0),
     padding_ms=st.integers(0, 800),
+    min_fill=st.sampled_from([0.5, 0.9]),
+    ahead=st.booleans(),
 )
 # Found by a clean clone's run: the early plan heard under 30 s and did not hold the first chunk to first_max.
 @example(
     pieces=[(3.0, 1.0), (2.0, 0.0), (11.5, 1.0), (2.5, 0.0), (1.0, 1.0), (11.0, 0.0)],
     first_max=16.0,
     padding_ms=0,
+    min_fill=0.5,
+    ahead=False,
 )
 def test_a_staged_plan_is_the_plan_of_the_whole_input(
-    pieces: list[tuple[float, float]], first_max: float, padding_ms: int
+    pieces: list[tuple[float, float]], first_max: float, padding_ms: int, min_fill: float, ahead: bool
 ) -> None:
-    """Planning the first chunk from the opening seconds and the rest later gives the same chunks."""
+    """Planning the first chunk from the opening seconds and the rest later (heard in the background
+    or not) gives the same chunks."""
     probs = probs_from(pieces)
     total = len(probs) * FRAME
-    policy = ChunkPolicy(first_max_seconds=first_max)
+    policy = ChunkPolicy(first_max_seconds=first_max, min_fill=min_fill)
     detection = Detection(0.5, padding_ms, 1000)
     # The "audio" is its own sample index, so the VAD stand-in knows which frames it is asked about.
     audio = np.arange(total, dtype=np.float64)
@@ -159,5 +164,21 @@ def test_a_staged_plan_is_the_plan_of_the_whole_input(
         first = int(samples[0]) // FRAME if samples.size else 0
         return probs[first : first + -(-samples.size // FRAME)]
 
-    staged = StagedPlan(audio, detection, policy, hear)
+    staged = StagedPlan(audio, detection, policy, hear, ahead=ahead)
     assert staged.first + staged.rest() == plan_chunks(probs, total, detection, policy)
+
+
+def test_fuller_windows_cut_at_a_later_pause_and_the_first_chunk_keeps_its_choice() -> None:
+    # Sentences of 17 s ending in turn-ending pauses (1.2 s), with 0.3 s pauses every 4 s: at least half
+    # full, a chunk ends at a sentence (17.7 s); at least 90% full, at the last short pause that fits.
+    pattern: list[tuple[float, float]] = []
+    for _ in range(8):
+        pattern += [(4, 0.9), (0.3, 0.0)] * 3 + [(4, 0.9), (1.2, 0.0)]
+    probs = probs_from(pattern)
+    total = len(probs) * FRAME
+    half = plan_chunks(probs, total, DETECTION, ChunkPolicy(first_max_seconds=10.0))
+    full = plan_chunks(probs, total, DETECTION, ChunkPolicy(first_max_seconds=10.0, min_fill=0.9))
+    assert half[0] == full[0]  # the first chunk, held to 10 s, is cut as before
+    assert len(full) < len(half)
+    assert all(c.seconds < 18.0 for c in half[2:]) and all(c.seconds > 26.5 for c in full[1:])
+    assert all(c.seconds <= 30.0 for c in full)

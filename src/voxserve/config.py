@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     # The same for a streamed transcription (stream=true), whose first delta waits for its first chunk; a
     # short first chunk costs a little accuracy and speed, so requests that are not streamed keep the above.
     whisper_stream_first_chunk_seconds: float = 6.0
+    # A chunk of long audio is cut at a pause that leaves it at least this full (of 30 s): fuller windows
+    # mean fewer encoder passes and beam searches (dev-speech's 231 s reading: 11 windows at 0.5, 9 at 0.9).
+    whisper_chunk_min_fill: float = 0.9
 
     # Admission control for the speech-to-text engine
     stt_concurrency: int = 2

@@ -32,6 +32,7 @@ def _whisper_spec(settings: Settings, model_id: str, locate: Callable[[], Path |
                 chunking=ChunkPolicy(
                     first_max_seconds=settings.whisper_first_chunk_seconds,
                     stream_first_max_seconds=settings.whisper_stream_first_chunk_seconds,
+                    min_fill=settings.whisper_chunk_min_fill,
                 ),
                 batch_size=settings.whisper_batch_size,
             ),

@@ -11,6 +11,7 @@ from turning into invented text.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,6 +46,9 @@ class ChunkPolicy:
     stream_first_max_seconds: float = 30.0
     # When speech fills a window, cut at the longest pause that leaves the chunk at least this full.
     min_fill: float = 0.5
+    # The same for the first chunk, when it is held short for an early first delta: a wider choice of
+    # pauses matters more there than a full window.
+    first_min_fill: float = 0.5
     # A silence this long always ends a chunk; Whisper is not asked to sit through it.
     max_gap_seconds: float = 2.0
     # Pauses shorter than this are never a cut point (a cut inside a word loses it).
@@ -127,16 +131,17 @@ def plan_chunks(
             if spans[last + 1][0] - spans[last][1] >= max_gap or spans[last + 1][1] - start > limit:
                 break
             last += 1
+        fill = policy.min_fill if chunks else policy.first_min_fill
         if spans[last][1] - start > limit:
             # Speech with no pause for longer than a window: cut at its quietest moment near the end.
-            cut = _quietest(probs, start + int(policy.min_fill * limit), start + limit)
+            cut = _quietest(probs, start + int(fill * limit), start + limit)
             chunks.append(Chunk(start, cut))
             spans[first] = (cut, spans[first][1])
             forced_start = cut
             continue
         if last + 1 < len(spans) and spans[last + 1][0] - spans[last][1] < max_gap:
             # Speech runs on past the window: end at the best pause rather than the last that fits.
-            last = _best_cut(spans, first, last, start, limit * policy.min_fill, turn_gap)
+            last = _best_cut(spans, first, last, start, limit * fill, turn_gap)
         end = spans[last][1] + pad
         if last + 1 < len(spans):
             # Padding stops at the middle of a pause: the next chunk owns the other half.
@@ -167,6 +172,11 @@ def _quietest(probs: np.ndarray, low: int, high: int) -> int:
     return (first + int(np.argmin(probs[first:stop]))) * FRAME
 
 
+# Whether a staged plan hears the rest of the input in the background (`StagedPlan`); a few threads
+# serve every request, each VAD pass holding one core at most.
+HEAR_AHEAD = True
+_AHEAD = ThreadPoolExecutor(max_workers=2, thread_name_prefix="vad-ahead")
+
 # Frames of audio before the rest of the input that the VAD hears again, so its recurrent state has
 # settled by the first frame it reports (Silero forgets a reset within a few hundred milliseconds).
 _WARMUP_FRAMES = 32
@@ -187,12 +197,15 @@ class StagedPlan:
         detection: Detection,
         policy: ChunkPolicy = ChunkPolicy(),
         hear: Callable[[np.ndarray], np.ndarray] = speech_probabilities,
+        *,
+        ahead: bool | None = None,
     ) -> None:
         self._audio = audio
         self._hear = hear
         self._detection = detection
         self._policy = policy
         self._probs: np.ndarray | None = None
+        self._later: Future[np.ndarray] | None = None
         self.first: list[Chunk] = []
         limit = min(policy.first_max_seconds, policy.max_seconds)
         heard = (limit + policy.max_gap_seconds + 1.0 + detection.padding_ms / 1000) * SAMPLE_RATE
@@ -207,6 +220,9 @@ class StagedPlan:
             if len(early) >= 2 and early[0].start + (limit + policy.max_gap_seconds) * SAMPLE_RATE < heard:
                 self._probs = probs
                 self.first = early[:1]
+                if HEAR_AHEAD if ahead is None else ahead:
+                    # The VAD (onnxruntime, one thread) hears the rest while the first chunk is decoded.
+                    self._later = _AHEAD.submit(self._hear_rest)
                 return
         self.first = plan_chunks(hear(audio), audio.size, detection, policy)
 
@@ -215,13 +231,16 @@ class StagedPlan:
         """Whether more chunks may follow `first` (the rest of the input is not heard yet)."""
         return self._probs is not None
 
+    def _hear_rest(self) -> np.ndarray:
+        assert self._probs is not None
+        start = self._probs.size * FRAME - _WARMUP_FRAMES * FRAME
+        return self._hear(self._audio[start:])[_WARMUP_FRAMES:]
+
     def rest(self) -> list[Chunk]:
         """The chunks after `first`, from the VAD over the rest of the input."""
         if self._probs is None:
             return []
-        heard = self._probs.size * FRAME
-        start = heard - _WARMUP_FRAMES * FRAME
-        later = self._hear(self._audio[start:])[_WARMUP_FRAMES:]
+        later = self._later.result() if self._later is not None else self._hear_rest()
         probs = np.concatenate([self._probs, later])
         self._probs = None
         first = self.first[0]

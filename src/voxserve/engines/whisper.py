@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import ctranslate2
 import numpy as np
 from faster_whisper import WhisperModel
 from faster_whisper.tokenizer import Tokenizer
@@ -27,18 +25,20 @@ from faster_whisper.transcribe import get_suppressed_tokens
 
 from voxserve.audio.decode import STT_SAMPLE_RATE
 from voxserve.engines import decode_fallback, whisper_language
-from voxserve.engines.chunk_coverage import uncovered_starts
+from voxserve.engines.chunk_batches import Batch as _Batch
+from voxserve.engines.chunk_batches import ChunkBatches
+from voxserve.engines.chunk_batches import Job as _Job
+from voxserve.engines.chunk_batches import window_frames as window_frames
 from voxserve.engines.decode_fallback import Decoded as _Decoded
 from voxserve.engines.decode_fallback import temperature_schedule as temperature_schedule
 from voxserve.engines.speech_chunks import Chunk, ChunkPolicy, Detection, StagedPlan
 from voxserve.errors import InvalidRequest
 from voxserve.languages import LANGUAGES
-from voxserve.transcript import Segment, Transcript, Word
+from voxserve.transcript import Transcript
 
 log = logging.getLogger(__name__)
 
 HOP = 160  # samples per mel frame
-WINDOW_FRAMES = 3000  # one 30 s Whisper window
 TIME_PRECISION = 0.02  # seconds per timestamp token
 
 
@@ -106,71 +106,18 @@ class DecoderSettings:
     best_of: int = 5
 
 
-def window_frames(content_frames: int, settings: DecoderSettings) -> int:
-    """Frames the encoder sees for a window holding `content_frames` of audio.
-
-    Whisper's encoder costs grow faster than linearly with its input (its self-attention runs in
-    float), and a 4 s question padded to 30 s spends most of its time on the padding; whisper.cpp's
-    `audio_ctx` makes the same trade.
-    """
-    if not settings.trim_padding:
-        return WINDOW_FRAMES
-    return min(WINDOW_FRAMES, -(-(content_frames + settings.padding_kept_frames) // 100) * 100)
-
-
-class _Batch:
-    """Encoded windows for some chunks: features padded to one length, and the encoder's output."""
-
-    def __init__(
-        self, model: WhisperModel, features: list[np.ndarray], settings: DecoderSettings, *, full: bool = False
-    ) -> None:
-        self._model = model
-        self.features = features
-        self.content_frames = [f.shape[-1] for f in features]
-        self.frames = WINDOW_FRAMES if full else window_frames(max(self.content_frames), settings)
-        self._stacked = np.zeros((len(features), features[0].shape[0], self.frames), dtype=np.float32)
-        for index, item in enumerate(features):
-            self._stacked[index, :, : item.shape[-1]] = item
-            if settings.pad_with_silence and item.size:
-                self._stacked[index, :, item.shape[-1] :] = item.min()
-        self.encoded = model.encode(self._stacked)
-
-    @property
-    def trimmed(self) -> bool:
-        return self.frames < WINDOW_FRAMES
-
-    def subset(self, indices: list[int]) -> ctranslate2.StorageView:
-        if len(indices) == len(self.content_frames):
-            return self.encoded
-        if self.encoded.device == "cpu":
-            # Only on fallback or alignment of some items: a copy of a few MB, small beside decoding.
-            full = np.asarray(self.encoded)
-            return ctranslate2.StorageView.from_array(np.ascontiguousarray(full[indices]))
-        return self._model.encode(self._stacked[indices])  # device memory: encoding again is simpler
-
-
-@dataclass(frozen=True)
-class _Job:
-    """A window to decode: a planned chunk, or the rest of one after Whisper stopped early."""
-
-    chunk: Chunk
-    slot: int  # the planned chunk it belongs to; segments leave in slot order
-    context: tuple[int, ...] = ()  # tokens decoded before it in the same chunk
-    continued: int = 0  # how many times this chunk has been continued
-
-
 # Whisper sometimes ends a window early ("<|t|><|t|>" then end of text) and expects to be called again
 # from <|t|>; a chunk is continued at most this many times (each continuation starts later).
 _MAX_CONTINUATIONS = 8
 _ENDS = (".", "!", "?", "。", "！", "？")
 
 
-class TranscriptionRun:
+class TranscriptionRun(ChunkBatches):
     """A transcription in progress: `transcript` fills as segments are decoded.
 
     `next_segment` returns the next segment, decoding one step (the first chunk, or one batch of
-    chunks) when none is waiting; a caller streaming results pulls one step at a time off the event
-    loop, and one that stops pulling stops the work between steps.
+    chunks) when none is waiting (`chunk_batches`); this class decides how each window is prompted,
+    decoded, trusted and cut into segments.
     """
 
     def __init__(
@@ -183,18 +130,7 @@ class TranscriptionRun:
         first: _Batch | None,
         rest: Callable[[], list[Chunk]] | None = None,
     ) -> None:
-        self.transcript = transcript
-        self._model = engine.model
-        self._settings = engine.settings
-        self._audio = audio
-        self._options = options
-        self._jobs: deque[_Job] = deque(_Job(chunk, slot) for slot, chunk in enumerate(chunks))
-        self._planned = len(chunks)
-        self._rest = rest  # the chunks after these, planned once these are decoded
-        self._first = first
-        self._held: dict[int, list[tuple[_Decoded, dict[str, Any]]]] = {}
-        self._next_slot = 0
-        self._ready: deque[Segment] = deque()
+        super().__init__(engine.model, engine.settings, audio, chunks, transcript, options, first, rest)
         self._tokenizer = Tokenizer(
             self._model.hf_tokenizer,
             self._model.model.is_multilingual,
@@ -211,53 +147,12 @@ class TranscriptionRun:
         )
         self._text_only = self._settings.without_timestamps and (len(chunks) > 1 or rest is not None)
         self._previous: list[int] = []  # with condition_on_previous_text: everything decoded so far
-        self._last_speech = 0.0  # the word aligner's memory of where speech last ended
-        self.steps = 0
-        self.windows = 0
         self.fallbacks = 0
         self.redone = 0
-        self.coverage_checked = 0
-        self.coverage_redone = 0
 
-    # -- stepping -----------------------------------------------------------------------------
-
-    def next_segment(self) -> Segment | None:
-        """The next segment, decoding one more step when none is waiting; None when finished."""
-        while not self._ready:
-            if not self._jobs:
-                if self._rest is None:
-                    return None
-                rest, self._rest = self._rest(), None
-                self._jobs.extend(_Job(chunk, self._planned + i) for i, chunk in enumerate(rest))
-                self._planned += len(rest)
-                continue
-            self._step()
-        return self._ready.popleft()
-
-    def segments(self) -> Iterator[Segment]:
-        while (segment := self.next_segment()) is not None:
-            yield segment
-
-    def run_to_end(self) -> Transcript:
-        for _ in self.segments():
-            pass
-        return self.transcript
-
-    def _step(self) -> None:
-        jobs = [self._jobs.popleft()]
-        prompt = self._prompt(jobs[0])
-        if self._first is None and not self._settings.condition_on_previous_text:
-            # One beam search serves windows whose prompts line up (CTranslate2 needs that).
-            while (
-                len(jobs) < self._settings.batch_size and self._jobs and len(self._prompt(self._jobs[0])) == len(prompt)
-            ):
-                jobs.append(self._jobs.popleft())
-        batch = self._first or _Batch(self._model, [self._features(job.chunk) for job in jobs], self._settings)
-        self._first = None
-        self.steps += 1
-        self.windows += len(jobs)
-        prompts = [self._prompt(job) for job in jobs]
-        results = self._decode(batch, prompts)
+    def _redecode(
+        self, batch: _Batch, prompts: list[list[int]], results: list[_Decoded]
+    ) -> tuple[list[int], _Batch | None]:
         redo = [i for i, result in enumerate(results) if batch.trimmed and self._unsure(result)]
         if self._options.trimmed_only:
             redo = []
@@ -270,85 +165,12 @@ class TranscriptionRun:
             self.redone += len(redo)
             for i, result in zip(redo, self._decode(full, [prompts[i] for i in redo]), strict=True):
                 results[i] = result
-        pieces: list[list[dict[str, Any]]] = []
-        continuations: list[_Job] = []
-        for job, result, frames in zip(jobs, results, batch.content_frames, strict=True):
-            job_pieces, continuation = self._split(job, result, frames)
-            pieces.append(job_pieces)
-            if continuation is not None:
-                continuations.append(continuation)
-        if self._text_only and self._settings.coverage_check:
-            kept = [i for i in range(len(jobs)) if i not in redo]
-            continuations += self._uncovered(batch, kept, jobs, results, pieces)
-            if full is not None:
-                continuations += self._uncovered(
-                    full,
-                    list(range(len(redo))),
-                    [jobs[i] for i in redo],
-                    [results[i] for i in redo],
-                    [pieces[i] for i in redo],
-                )
-        if self._options.word_timestamps:
-            kept = [i for i in range(len(jobs)) if i not in redo]
-            self._align(batch, kept, [pieces[i] for i in kept])
-            if full is not None:
-                self._align(full, list(range(len(redo))), [pieces[i] for i in redo])
-        for job, result, job_pieces in zip(jobs, results, pieces, strict=True):
-            self._held.setdefault(job.slot, []).extend((result, piece) for piece in job_pieces)
-        self._jobs.extendleft(reversed(continuations))
-        self._release()
-
-    def _uncovered(
-        self,
-        batch: _Batch,
-        items: list[int],
-        jobs: list[_Job],
-        results: list[_Decoded],
-        pieces: list[list[dict[str, Any]]],
-    ) -> list[_Job]:
-        """The rest of each chunk whose text-only decode ended well before its audio (chunk_coverage);
-        that chunk's segments are fitted into the part its text covers."""
-        eot = self._tokenizer.eot
-        chosen = [i for i in items if jobs[i].continued == 0 and any(t < eot for t in results[i].tokens)]
-        chosen = [i for i in chosen if not self._silent(results[i])]
-        if not chosen:
-            return []
-        starts = uncovered_starts(
-            self._model.model,
-            list(self._tokenizer.sot_sequence),
-            [[t for t in results[i].tokens if t < eot] for i in chosen],
-            batch.subset(chosen),
-            [batch.content_frames[i] for i in chosen],
-        )
-        self.coverage_checked += len(chosen)
-        rest = []
-        for i, said in zip(chosen, starts, strict=True):
-            if said is None:
-                continue
-            chunk = jobs[i].chunk
-            scale = said / chunk.seconds
-            for piece in pieces[i]:
-                piece["start"] = chunk.offset + (piece["start"] - chunk.offset) * scale
-                piece["end"] = chunk.offset + (piece["end"] - chunk.offset) * scale
-            rest.append(_Job(Chunk(chunk.start + round(said * STT_SAMPLE_RATE), chunk.end), jobs[i].slot, (), 1))
-        self.coverage_redone += len(rest)
-        return rest
+        return redo, full
 
     def _unsure(self, result: _Decoded) -> bool:
         return result.fallback > 0 or (
             result.avg_logprob < self._settings.trim_trust_logprob and not self._silent(result)
         )
-
-    def _release(self) -> None:
-        """Turn held pieces into segments, in order, for every chunk that is completely decoded."""
-        while self._next_slot in self._held and (not self._jobs or self._jobs[0].slot > self._next_slot):
-            for result, piece in self._held.pop(self._next_slot):
-                self._emit(result, piece)
-            self._next_slot += 1
-
-    def _features(self, chunk: Chunk) -> np.ndarray:
-        features = self._model.feature_extractor(self._audio[chunk.start : chunk.end])
-        return features[..., :-1]  # the last frame covers the 160 samples of padding after the audio
 
     # -- decoding ----------------------------------------------------------------------------------
 
@@ -458,48 +280,6 @@ class TranscriptionRun:
                 pieces.append(tokens[start:index])
                 start = index
         return [*pieces, tokens[start:]]
-
-    def _align(self, batch: _Batch, items: list[int], pieces: list[list[dict[str, Any]]]) -> None:
-        """Word timestamps (and probabilities) for the decoded text; the text itself is final."""
-        chosen = [(i, segments) for i, segments in zip(items, pieces, strict=True) if segments]
-        if not chosen:
-            return
-        self._last_speech = self._model.add_word_timestamps(
-            [segments for _, segments in chosen],
-            self._tokenizer,
-            batch.subset([i for i, _ in chosen]),
-            [batch.content_frames[i] for i, _ in chosen],
-            "\"'“¿([{-",
-            "\"'.。,，!！?？:：”)]}、",
-            last_speech_timestamp=self._last_speech,
-        )
-
-    def _emit(self, result: _Decoded, piece: dict[str, Any]) -> None:
-        tokens = piece["tokens"]
-        text = self._tokenizer.decode(tokens)
-        if not text.strip():
-            return
-        words = None
-        if self._options.word_timestamps:
-            words = [
-                Word(w["word"], float(w["start"]), float(w["end"]), float(w["probability"]))
-                for w in piece.get("words", [])
-            ]
-        segment = Segment(
-            id=len(self.transcript.segments),
-            seek=int(piece["seek"]),
-            start=round(float(piece["start"]), 3),
-            end=round(float(piece["end"]), 3),
-            text=text,
-            tokens=[int(t) for t in tokens],
-            temperature=float(result.temperature),
-            avg_logprob=float(result.avg_logprob),
-            compression_ratio=float(result.compression_ratio),
-            no_speech_prob=float(result.no_speech_prob),
-            words=words,
-        )
-        self.transcript.segments.append(segment)
-        self._ready.append(segment)
 
 
 class WhisperEngine:
