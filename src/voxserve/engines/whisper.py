@@ -421,8 +421,8 @@ class TranscriptionRun:
         if not cuts and not any(t >= begin for t in tokens):
             pieces = self._sentences(tokens)
         if self._settings.condition_on_previous_text:
-            if result.temperature > 0.5:
-                self._previous = []  # sampled text is not worth conditioning on
+            if decode_fallback.unfit_as_context(result):
+                self._previous = []
             else:
                 self._previous += [t for piece in pieces for t in piece]
         segments = []
