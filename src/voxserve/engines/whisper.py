@@ -68,8 +68,8 @@ class TranscribeOptions:
     word_timestamps: bool = False
     vad: VadSettings = field(default_factory=lambda: DEFAULT_VAD)
     beam_size: int = 5
-    # Never encode a trimmed window again at its full 30 s (to re-decode it, or to detect the language
-    # when unsure): for a realtime session's live decodes, whose text later decodes must confirm anyway.
+    # Only the window of audio plus 3 s, never a clip's 15 s one nor 30 s (to re-decode, or to detect the
+    # language when unsure): for a realtime session's live decodes, whose text later decodes must confirm anyway.
     trimmed_only: bool = False
     # Sent as a stream of deltas: the first chunk of long audio is kept to the policy's streamed length.
     streamed: bool = False
@@ -86,6 +86,8 @@ class DecoderSettings:
     padding_kept_frames: int = 300
     # A trimmed window's result is kept only when its average log probability is at least this.
     trim_trust_logprob: float = -0.35
+    short_window_frames: int = 1500  # one-chunk input: windows at least this long, kept unless it failed (README)
+    min_window_frames: int = 0  # what a run uses: short_window_frames for a clip, else 0
     # Below this top probability, the language is detected again on the full window.
     language_confidence: float = 0.5
     pad_with_silence: bool = False
@@ -115,7 +117,8 @@ def window_frames(content_frames: int, settings: DecoderSettings) -> int:
     """
     if not settings.trim_padding:
         return WINDOW_FRAMES
-    return min(WINDOW_FRAMES, -(-(content_frames + settings.padding_kept_frames) // 100) * 100)
+    frames = -(-(content_frames + settings.padding_kept_frames) // 100) * 100
+    return min(WINDOW_FRAMES, max(frames, settings.min_window_frames))
 
 
 class _Batch:
@@ -185,7 +188,8 @@ class TranscriptionRun:
     ) -> None:
         self.transcript = transcript
         self._model = engine.model
-        self._settings = engine.settings
+        short = len(chunks) == 1 and rest is None and not options.trimmed_only  # live decodes keep theirs
+        self._settings = replace(engine.settings, min_window_frames=engine.settings.short_window_frames * short)
         self._audio = audio
         self._options = options
         self._jobs: deque[_Job] = deque(_Job(chunk, slot) for slot, chunk in enumerate(chunks))
@@ -258,13 +262,11 @@ class TranscriptionRun:
         self.windows += len(jobs)
         prompts = [self._prompt(job) for job in jobs]
         results = self._decode(batch, prompts)
-        redo = [i for i, result in enumerate(results) if batch.trimmed and self._unsure(result)]
-        if self._options.trimmed_only:
-            redo = []
+        trimmed = batch.trimmed and not self._options.trimmed_only
+        redo = [i for i, result in enumerate(results) if trimmed and self._unsure(result)]
         full = None
         if redo:
-            # A trimmed window is only trusted when Whisper is sure of what it heard; otherwise the
-            # chunk is decoded again from Whisper's exact input, the full 30 s window.
+            # An unsure trimmed window is decoded again from Whisper's exact input, the full 30 s window.
             full = _Batch(self._model, [batch.features[i] for i in redo], self._settings, full=True)
             self.windows += len(redo)
             self.redone += len(redo)
@@ -335,9 +337,9 @@ class TranscriptionRun:
         return rest
 
     def _unsure(self, result: _Decoded) -> bool:
-        return result.fallback > 0 or (
-            result.avg_logprob < self._settings.trim_trust_logprob and not self._silent(result)
-        )
+        if result.fallback > 0 or self._settings.min_window_frames:  # a clip's longer window is kept unless it failed
+            return result.fallback > 0
+        return result.avg_logprob < self._settings.trim_trust_logprob and not self._silent(result)
 
     def _release(self) -> None:
         """Turn held pieces into segments, in order, for every chunk that is completely decoded."""
@@ -562,8 +564,7 @@ class WhisperEngine:
     def _detect_language(
         self, features: np.ndarray, first: _Batch, trimmed_only: bool, beam_size: int
     ) -> tuple[str, float, _Batch]:
-        """The language of the first chunk, its probability, and the encoding to decode it from: the full
-        window's when the trimmed one was unsure and the full one was encoded (see `whisper_language`)."""
+        """The first chunk's language, its probability, and the encoding to decode it from (`whisper_language`)."""
         encoded: list[_Batch] = []
 
         def full() -> Callable[[int], Any]:
@@ -592,7 +593,9 @@ class WhisperEngine:
         if chunks:
             # The first window's encoding serves both language detection and decoding.
             features = self.model.feature_extractor(audio[chunks[0].start : chunks[0].end])[..., :-1]
-            first = _Batch(self.model, [features], self.settings)
+            clip = len(chunks) == 1 and not plan.pending and not options.trimmed_only
+            short = self.settings.short_window_frames if clip else 0
+            first = _Batch(self.model, [features], replace(self.settings, min_window_frames=short))
             if language is None:
                 language, probability, first = self._detect_language(
                     features, first, options.trimmed_only, options.beam_size
