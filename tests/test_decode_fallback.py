@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from voxserve.engines.decode_fallback import PromptShape, Thresholds, decode, rungs
+from voxserve.engines.decode_fallback import Decoded, PromptShape, Thresholds, decode, rungs, unfit_as_context
 
 SHAPE = PromptShape(sot_prev=1, sot=2, no_timestamps=3)
 TIMESTAMPED = [2, 50, 51]  # sot, language, task
@@ -93,3 +93,39 @@ def test_a_requested_temperature_samples_as_whisper_does() -> None:
         "sampling_temperature": 0.4,
     }
     assert all(t == 0.0 and "sampling_temperature" not in o for t, o in rungs(0.0, 5, 5))
+
+
+def _decoded(temperature: float, fallback: int) -> Decoded:
+    return Decoded([10, 11], -0.3, temperature, 1.2, 0.01, fallback)
+
+
+def test_only_a_last_rung_or_hot_sample_stops_conditioning() -> None:
+    assert not unfit_as_context(_decoded(0.0, 0))
+    assert not unfit_as_context(_decoded(0.0, 1))  # the other timestamp mode: still a clean beam search
+    assert unfit_as_context(_decoded(0.0, 2))  # needed the rung that drops the earlier text, or every rung failed
+    assert not unfit_as_context(_decoded(0.4, 1))
+    assert unfit_as_context(_decoded(0.6, 2))  # Whisper's own rule for a sampled result
+
+
+def test_conditioning_on_previous_text_restarts_after_a_deterministic_fallback() -> None:
+    """`TranscriptionRun._split` with condition_on_previous_text: at temperature 0 nothing is sampled, so the
+    restart must follow the fallback rung, not the temperature (which stays 0)."""
+    from faster_whisper.tokenizer import Tokenizer
+    from tokenizers import Tokenizer as HfTokenizer
+
+    from voxserve import bundled
+    from voxserve.engines.speech_chunks import Chunk
+    from voxserve.engines.whisper import DecoderSettings, TranscriptionRun, _Job
+
+    tokenizer = Tokenizer(HfTokenizer.from_file(str(bundled.whisper_tiny_en_dir() / "tokenizer.json")), False)
+    run = TranscriptionRun.__new__(TranscriptionRun)
+    run._settings = DecoderSettings(condition_on_previous_text=True)
+    run._tokenizer = tokenizer
+    run._thresholds = Thresholds()
+    run._previous = []
+    job = _Job(Chunk(0, 16000 * 4), 0)
+    said = tokenizer.encode(" Hello there.")
+    pieces, _ = run._split(job, Decoded(said, -0.3, 0.0, 1.2, 0.01, 0), 400)
+    assert pieces and run._previous == said
+    pieces, _ = run._split(job, Decoded(said, -0.9, 0.0, 1.2, 0.01, 2), 400)
+    assert pieces and run._previous == []  # the text is still emitted, just not conditioned on

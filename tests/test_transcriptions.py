@@ -7,6 +7,7 @@ import json
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -357,14 +358,15 @@ def test_language_detection_shares_the_first_encoder_pass(model_cache: Path, mon
 def test_fallback_decodes_the_same_every_time(model_cache: Path) -> None:
     """Same audio, same options, the same text: the fallback after a failed decode does not sample.
 
-    German translated on a trimmed window fails Whisper's log-probability check, so this goes through
-    the fallback; with CTranslate2's sampler (one generator per worker thread, not reseedable per
-    request) two requests in one test run read differently, one without "Germany"."""
+    German translated on a window trimmed to its audio plus 3 s fails Whisper's log-probability check, so
+    this goes through the fallback; with CTranslate2's sampler (one generator per worker thread, not
+    reseedable per request) two requests in one test run read differently, one without "Germany"."""
     from voxserve.audio.decode import decode_audio
     from voxserve.bundled import whisper_base_dir
-    from voxserve.engines.whisper import TranscribeOptions, WhisperEngine
+    from voxserve.engines.whisper import DecoderSettings, TranscribeOptions, WhisperEngine
 
-    engine = WhisperEngine.load("whisper-base", str(whisper_base_dir(model_cache)), cpu_threads=2)
+    trimmed = DecoderSettings(short_window_frames=0)  # the short window, not a clip's 15 s one
+    engine = WhisperEngine.load("whisper-base", str(whisper_base_dir(model_cache)), cpu_threads=2, settings=trimmed)
     with (DATA / "german.flac").open("rb") as source:
         audio = decode_audio(source)
     texts, fallbacks = set(), 0
@@ -395,3 +397,32 @@ def test_a_chunk_decoded_as_text_only_loses_no_sentence(client: OpenAI) -> None:
     assert all(a.start <= a.end <= b.start + 0.01 for a, b in itertools.pairwise(segments)), [
         (s.start, s.end) for s in segments
     ]
+
+
+def test_a_short_clip_is_encoded_once_at_the_short_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A clip of one chunk: one encoder pass over a window of `short_window_frames` (15 s), not the 30 s
+    window plain Whisper pads to, and no second pass when the decode needed no fallback."""
+    import sys
+
+    from faster_whisper import WhisperModel
+
+    from voxserve.bundled import whisper_tiny_en_dir
+    from voxserve.engines.whisper import DecoderSettings, TranscribeOptions, WhisperEngine
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import dev_speech
+
+    clip = min(dev_speech.clips(sets=["en"]), key=lambda c: c.duration)  # about 3 s
+    engine = WhisperEngine.load("whisper-tiny.en", str(whisper_tiny_en_dir()), cpu_threads=2)
+    frames: list[int] = []
+    real_encode = WhisperModel.encode
+
+    def counting(self: WhisperModel, features: Any) -> object:
+        frames.append(features.shape[-1])
+        return real_encode(self, features)
+
+    monkeypatch.setattr(WhisperModel, "encode", counting)
+    run = engine.start(clip.audio, TranscribeOptions())
+    text = run.run_to_end().text
+    assert run.fallbacks == 0 and frames == [DecoderSettings().short_window_frames], frames
+    assert wer(clip.text, text) <= 0.2, text

@@ -178,7 +178,7 @@ class Settings(BaseSettings):
     chat_top_k: int = Field(40, ge=0)
     chat_min_p: float = Field(0.05, ge=0.0, le=1.0)
     chat_repeat_penalty: float = Field(1.1, ge=1.0, le=2.0)
-    # glibc malloc tuned to give freed request buffers back (see process_memory.py); False: glibc's defaults
+    # glibc malloc: 2 heaps, free pages given back after model loads (see process_memory.py); False: glibc's defaults
     malloc_tuning: bool = True
 
     # Alias patterns per kind (whole-name regular expressions) and the realtime aliases

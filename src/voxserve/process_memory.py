@@ -4,10 +4,16 @@ Measured with every default model loaded (benchmarks/chat.py), the peak RSS grew
 of spoken chats although no model grew: the buffers of each request (decoded audio, mel features,
 onnxruntime and CTranslate2 intermediates) are freed, but glibc keeps them. Its mmap threshold rises
 to 32 MiB after the first large free, so later large buffers land in the heaps, and a heap can give
-back only its free top; with a dozen threads it also keeps one heap per thread. Fixing the threshold
-(large buffers are mmapped and returned to the system when freed), lowering the trim threshold, and
-capping the heaps, all before the engines start their threads, keep the memory the models need and
-not what the requests once needed. `release()` returns what is free in the middle of the heaps too.
+back only its free top; with a dozen threads it also keeps one heap per thread. Capping the heaps at
+two, before the engines start their threads, is what is kept; `release()` (after each model load and
+unload) returns what is free in the middle of the heaps too.
+
+The thresholds are left to glibc. A fixed 4 MiB mmap threshold with a 128 KiB trim threshold (the
+setting before) kept the peak ~45 MiB lower (1,043-1,047 against 1,090 MiB, every default model loaded)
+but mmapped and zero-filled every large CTranslate2 buffer again on each use: 2.7x the page faults of
+glibc's defaults on Whisper base's English clips and ~11% of their time (benchmarks/stt_malloc.py).
+Once glibc has raised its own threshold, llama.cpp's per-token vocabulary array (1.8 MiB for Qwen)
+stays in the heap too, so chat's tokens/s is not taxed either.
 
 Only glibc has these knobs; elsewhere (musl, macOS) this does nothing. An operator's own
 MALLOC_*_ environment variables win: glibc has read them already and they are left alone.
@@ -32,12 +38,11 @@ _M_ARENA_MAX = -8
 
 @dataclass(frozen=True)
 class MallocSettings:
-    # Fixed rather than rising to 32 MiB. Not glibc's starting 128 KiB: llama.cpp's sampler allocates a
-    # vocabulary-sized array per token (1.8 MiB for Qwen's 152k tokens), and mmapping it each time costs
-    # page faults on every token (benchmarks/chat.py: server/direct tokens/s 0.896 at 128 KiB, 0.937 here).
-    mmap_threshold: int = 4 * 1024 * 1024
-    trim_threshold: int = 128 * 1024
-    arena_max: int = 2
+    """None leaves a knob to glibc. Setting either threshold also stops glibc from raising them itself."""
+
+    mmap_threshold: int | None = None
+    trim_threshold: int | None = None
+    arena_max: int | None = 2
 
 
 @cache
@@ -64,7 +69,7 @@ def tune(settings: MallocSettings | None = None) -> bool:
         ("MALLOC_TRIM_THRESHOLD_", _M_TRIM_THRESHOLD, settings.trim_threshold),
         ("MALLOC_ARENA_MAX", _M_ARENA_MAX, settings.arena_max),
     ):
-        if env not in os.environ and not libc.mallopt(param, value):
+        if value is not None and env not in os.environ and not libc.mallopt(param, value):
             log.warning("mallopt(%d, %d) failed", param, value)
     return True
 

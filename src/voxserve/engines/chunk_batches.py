@@ -41,7 +41,8 @@ def window_frames(content_frames: int, settings: DecoderSettings) -> int:
     """
     if not settings.trim_padding:
         return WINDOW_FRAMES
-    return min(WINDOW_FRAMES, -(-(content_frames + settings.padding_kept_frames) // 100) * 100)
+    frames = -(-(content_frames + settings.padding_kept_frames) // 100) * 100
+    return min(WINDOW_FRAMES, max(frames, settings.min_window_frames))
 
 
 class Batch:

@@ -40,6 +40,18 @@ class Decoded:
     fallback: int = 0  # how many fallback rungs were tried before it was accepted (0: the first decode)
 
 
+def unfit_as_context(result: Decoded) -> bool:
+    """Whether a window's text is too doubtful to condition the next window on.
+
+    Whisper stops conditioning after a result it had to sample above temperature 0.5, three failed
+    tries in. At temperature 0 the ladder here samples nothing, so its equivalent is a result that
+    needed the last rung, the one that drops the earlier text (or that every rung failed).
+    """
+    if result.temperature > 0:
+        return result.temperature > 0.5
+    return result.fallback >= len(DETERMINISTIC_RUNGS)
+
+
 def compression_ratio(text: str) -> float:
     data = text.encode("utf-8")
     return len(data) / len(zlib.compress(data)) if data else 0.0

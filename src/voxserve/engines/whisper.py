@@ -68,8 +68,8 @@ class TranscribeOptions:
     word_timestamps: bool = False
     vad: VadSettings = field(default_factory=lambda: DEFAULT_VAD)
     beam_size: int = 5
-    # Never encode a trimmed window again at its full 30 s (to re-decode it, or to detect the language
-    # when unsure): for a realtime session's live decodes, whose text later decodes must confirm anyway.
+    # Only the window of audio plus 3 s, never a clip's 15 s one nor 30 s (to re-decode, or to detect the
+    # language when unsure): for a realtime session's live decodes, whose text later decodes must confirm anyway.
     trimmed_only: bool = False
     # Sent as a stream of deltas: the first chunk of long audio is kept to the policy's streamed length.
     streamed: bool = False
@@ -86,6 +86,8 @@ class DecoderSettings:
     padding_kept_frames: int = 300
     # A trimmed window's result is kept only when its average log probability is at least this.
     trim_trust_logprob: float = -0.35
+    short_window_frames: int = 1500  # one-chunk input: windows at least this long, kept unless it failed (README)
+    min_window_frames: int = 0  # what a run uses: short_window_frames for a clip, else 0
     # Below this top probability, the language is detected again on the full window.
     language_confidence: float = 0.5
     pad_with_silence: bool = False
@@ -130,7 +132,9 @@ class TranscriptionRun(ChunkBatches):
         first: _Batch | None,
         rest: Callable[[], list[Chunk]] | None = None,
     ) -> None:
-        super().__init__(engine.model, engine.settings, audio, chunks, transcript, options, first, rest)
+        short = len(chunks) == 1 and rest is None and not options.trimmed_only  # live decodes keep theirs
+        settings = replace(engine.settings, min_window_frames=engine.settings.short_window_frames * short)
+        super().__init__(engine.model, settings, audio, chunks, transcript, options, first, rest)
         self._tokenizer = Tokenizer(
             self._model.hf_tokenizer,
             self._model.model.is_multilingual,
@@ -153,13 +157,11 @@ class TranscriptionRun(ChunkBatches):
     def _redecode(
         self, batch: _Batch, prompts: list[list[int]], results: list[_Decoded]
     ) -> tuple[list[int], _Batch | None]:
-        redo = [i for i, result in enumerate(results) if batch.trimmed and self._unsure(result)]
-        if self._options.trimmed_only:
-            redo = []
+        trimmed = batch.trimmed and not self._options.trimmed_only
+        redo = [i for i, result in enumerate(results) if trimmed and self._unsure(result)]
         full = None
         if redo:
-            # A trimmed window is only trusted when Whisper is sure of what it heard; otherwise the
-            # chunk is decoded again from Whisper's exact input, the full 30 s window.
+            # An unsure trimmed window is decoded again from Whisper's exact input, the full 30 s window.
             full = _Batch(self._model, [batch.features[i] for i in redo], self._settings, full=True)
             self.windows += len(redo)
             self.redone += len(redo)
@@ -168,9 +170,9 @@ class TranscriptionRun(ChunkBatches):
         return redo, full
 
     def _unsure(self, result: _Decoded) -> bool:
-        return result.fallback > 0 or (
-            result.avg_logprob < self._settings.trim_trust_logprob and not self._silent(result)
-        )
+        if result.fallback > 0 or self._settings.min_window_frames:  # a clip's longer window is kept unless it failed
+            return result.fallback > 0
+        return result.avg_logprob < self._settings.trim_trust_logprob and not self._silent(result)
 
     # -- decoding ----------------------------------------------------------------------------------
 
@@ -243,8 +245,8 @@ class TranscriptionRun(ChunkBatches):
         if not cuts and not any(t >= begin for t in tokens):
             pieces = self._sentences(tokens)
         if self._settings.condition_on_previous_text:
-            if result.temperature > 0.5:
-                self._previous = []  # sampled text is not worth conditioning on
+            if decode_fallback.unfit_as_context(result):
+                self._previous = []
             else:
                 self._previous += [t for piece in pieces for t in piece]
         segments = []
@@ -342,8 +344,7 @@ class WhisperEngine:
     def _detect_language(
         self, features: np.ndarray, first: _Batch, trimmed_only: bool, beam_size: int
     ) -> tuple[str, float, _Batch]:
-        """The language of the first chunk, its probability, and the encoding to decode it from: the full
-        window's when the trimmed one was unsure and the full one was encoded (see `whisper_language`)."""
+        """The first chunk's language, its probability, and the encoding to decode it from (`whisper_language`)."""
         encoded: list[_Batch] = []
 
         def full() -> Callable[[int], Any]:
@@ -372,7 +373,9 @@ class WhisperEngine:
         if chunks:
             # The first window's encoding serves both language detection and decoding.
             features = self.model.feature_extractor(audio[chunks[0].start : chunks[0].end])[..., :-1]
-            first = _Batch(self.model, [features], self.settings)
+            clip = len(chunks) == 1 and not plan.pending and not options.trimmed_only
+            short = self.settings.short_window_frames if clip else 0
+            first = _Batch(self.model, [features], replace(self.settings, min_window_frames=short))
             if language is None:
                 language, probability, first = self._detect_language(
                     features, first, options.trimmed_only, options.beam_size
