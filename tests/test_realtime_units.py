@@ -470,7 +470,7 @@ def test_a_turn_after_a_short_pause_is_decoded_after_the_previous_turns_audio() 
 
 
 def test_no_live_decode_starts_while_speech_may_be_stopping() -> None:
-    session = TranscriptionSession(_env(partial_min_ms=300, partial_quick_interval_ms=100))
+    session = TranscriptionSession(_env(partial_min_ms=300, partial_interval_ms=100, partial_quick_until_ms=500))
     session.start()
     _append(session, 0.5, loud=False)
     kinds = []

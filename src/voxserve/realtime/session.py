@@ -360,6 +360,10 @@ class RealtimeSession:
             self._buffer.drop_before(self._buffer.end - keep)
 
     @property
+    def _quick_until(self) -> int:
+        return self.env.partial_quick_until_ms * RATE // 1000
+
+    @property
     def _padding(self) -> int:
         return self.env.end_padding_ms * RATE // 1000
 
@@ -506,11 +510,12 @@ class RealtimeSession:
             return
         if not self.env.live_deltas:
             return
-        if self._turns is not None and self._turns.in_silence:
-            # Speech may have stopped: a live decode started now would hold the gate when the pause's
-            # candidate decode (the final text) wants it, and would read nothing new.
-            return
         now = self._buffer.end
+        if self._turns is not None and self._turns.in_silence and now - turn.start >= self._quick_until:
+            # Speech may have stopped: a live decode of a long turn started now (up to ~0.5 s) would
+            # hold the gate when the pause's candidate decode (the final text) wants it, and would read
+            # nothing new. A young turn's are cheap, and its first words wait for them.
+            return
         if partial_due(self.env, turn, now):
             chosen = self._decode_options(final=False)
             if chosen is not None:
