@@ -446,7 +446,7 @@ def test_a_turn_after_a_short_pause_is_decoded_after_the_previous_turns_audio() 
     assert speak(1.5, {(): "Hello there,"}) == ["Hello there,"]
     first = len(jobs)
     assert speak(1.0, {("hello", "there"): "Hello there, general Kenobi.", (): "General Kenobi."}) == [
-        "general Kenobi."
+        "general Kenobi."  # the previous turn ended mid-sentence
     ]
     second = jobs[first]
     assert second.context_words == ("hello", "there")
@@ -460,7 +460,7 @@ def test_a_turn_after_a_short_pause_is_decoded_after_the_previous_turns_audio() 
     assert [j.context_words for j in jobs[start:]] == [context, ()]
     # The run of turns keeps its last 4 s of audio: the first turn (2 s) leaves it.
     start = len(jobs)
-    assert speak(0.5, {("general", "kenobi", "alone"): "General Kenobi. Alone. Yes."}) == ["Yes."]
+    assert speak(0.5, {("general", "kenobi", "alone"): "General Kenobi. Alone, yes."}) == ["Yes."]  # after "Alone."
     assert jobs[start].options.prompt == "Hello there,"
     # After a long pause a turn is decoded alone.
     _append(session, 2.0, loud=False)

@@ -229,7 +229,8 @@ class RealtimeSession:
                 else:
                     log.warning("live decode failed: %s", result)
             elif result is not None and job.context_words:
-                result = after_context(result, job.context_words)
+                ended = bool(self._previous) and self._previous[-1].ends_sentence
+                result = after_context(result, job.context_words, ended)
                 if result is None:
                     log.info("a decode with the previous turn's audio in front lost that turn: decoding alone")
                     item.alone = True  # the final decode is asked for again, of the turn alone
@@ -555,9 +556,9 @@ class RealtimeSession:
         item.done = True
         text = item.live.text
         if item.audio is not None:
-            turn = PreviousTurn(
-                item.audio, tuple(w.key for w in item.live.sent if w.key), item.start, item.end, self._context
-            )
+            words = tuple(w.key for w in item.live.sent if w.key)
+            ended = text.rstrip()[-1:] in (".", "!", "?", "。", "！", "？")
+            turn = PreviousTurn(item.audio, words, item.start, item.end, self._context, ended)
             gap = self.env.turn_audio_gap_ms * RATE // 1000
             self._previous = turn_run(self._previous, turn, gap, int(self.env.turn_audio_context_seconds * RATE))
         if text.strip():

@@ -57,6 +57,7 @@ class PreviousTurn:
     start: int | None  # absolute samples where its audio begins (None: a manual commit) and ends
     end: int
     prompt: str  # the session's transcripts before it
+    ends_sentence: bool = False  # its transcript ends with . ! ? (the next turn's text starts a sentence)
 
 
 def turn_run(run: list[PreviousTurn], turn: PreviousTurn, gap: int, limit: int) -> list[PreviousTurn]:
@@ -178,9 +179,11 @@ def partial_due(env: SessionEnv, turn: Turn, now: int) -> bool:
 CONTEXT_MATCH = 0.6
 
 
-def after_context(transcript: Transcript, context: tuple[str, ...]) -> Transcript | None:
-    """`transcript` (of the previous turn's audio followed by this turn's) less its reading of the
-    previous turn, whose words are `context`; None when that reading cannot be placed."""
+def after_context(transcript: Transcript, context: tuple[str, ...], sentence: bool = False) -> Transcript | None:
+    """`transcript` (of the previous turns' audio followed by this turn's) less its reading of the
+    previous turns, whose words are `context`; None when that reading cannot be placed. `sentence`:
+    the previous turn's transcript ended a sentence, so this one starts with a capital, whatever the
+    joint reading (often one sentence across the cut) made of it."""
     words = words_of(transcript)
     keys = [w.key for w in words]
     cut = aligned_end(list(context), keys)
@@ -191,7 +194,10 @@ def after_context(transcript: Transcript, context: tuple[str, ...]) -> Transcrip
     timed = transcript.words
     kept = timed[len(timed) - len(rest) :] if timed and len(timed) == len(words) and rest else None
     text = "".join(w.text if i else " " + w.text.lstrip() for i, w in enumerate(rest))
-    first = transcript.segments[0] if transcript.segments else None
+    if sentence and text.strip():
+        first = len(text) - len(text.lstrip())
+        text = text[:first] + text[first].upper() + text[first + 1 :]
+    head = transcript.segments[0] if transcript.segments else None
     segment = Segment(
         0,
         0,
@@ -199,10 +205,10 @@ def after_context(transcript: Transcript, context: tuple[str, ...]) -> Transcrip
         transcript.duration,
         text,
         [t for s in transcript.segments for t in s.tokens],  # what the decode produced (usage)
-        first.temperature if first else 0.0,
-        first.avg_logprob if first else 0.0,
-        first.compression_ratio if first else 0.0,
-        first.no_speech_prob if first else 0.0,
+        head.temperature if head else 0.0,
+        head.avg_logprob if head else 0.0,
+        head.compression_ratio if head else 0.0,
+        head.no_speech_prob if head else 0.0,
         words=kept,
     )
     return Transcript(
