@@ -21,7 +21,7 @@ from voxserve.audio.denoise import ADAPTIVE_MIX, NoiseMix, SnrEstimate, Streamin
 from voxserve.audio.g711 import decode_g711, encode_g711
 from voxserve.audio.input_stream import InputAudioStream
 from voxserve.engines.admission import EngineGate
-from voxserve.engines.live_transcription import LiveTranscript, aligned_end, delta_text
+from voxserve.engines.live_transcription import LiveTranscript, aligned_end, delta_text, words_of
 from voxserve.engines.registry import ModelSpec
 from voxserve.engines.speech_to_text import SpeechToText
 from voxserve.engines.streaming_vad import FRAME, TurnDetector
@@ -33,6 +33,7 @@ from voxserve.realtime.protocol import Dialect
 from voxserve.realtime.session import DecodeJob, SessionEnv
 from voxserve.realtime.tokens import KeyMinter
 from voxserve.realtime.transcription import TranscriptionSession
+from voxserve.realtime.turn_decoding import after_context
 from voxserve.transcript import Segment, Transcript, Word
 
 
@@ -467,6 +468,14 @@ def test_a_turn_after_a_short_pause_is_decoded_after_the_previous_turns_audio() 
     start = len(jobs)
     assert speak(1.0, {(): "Later."}) == ["Later."]
     assert [j.context_words for j in jobs[start:]] == [()]
+
+
+def test_after_context_cuts_the_earlier_turns_reading_and_keeps_timed_words() -> None:
+    out = after_context(_timed(("Alone.", 0.9), ("yes", 0.8), ("sir", 0.7)), ("alone",), sentence=True)
+    assert out is not None and out.text.strip() == "Yes sir"
+    assert [w.word for w in out.words] == [" Yes", " sir"] and words_of(out)[1].logprob == pytest.approx(math.log(0.7))
+    # Whisper read something else than the earlier turns: the cut cannot be placed.
+    assert after_context(_timed(("Other", 0.9), ("words", 0.9)), ("alone", "again")) is None
 
 
 def test_no_live_decode_starts_while_speech_may_be_stopping() -> None:

@@ -7,6 +7,7 @@ its own or emits events.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ class DecodeJob:
     end: int  # absolute sample position where the job's audio ends
     spec: ModelSpec
     options: TranscribeOptions
-    # The words of the previous turn, whose audio leads this job's (see `PreviousTurn`): the decode's
+    # The words of the previous turns, whose audio leads this job's (see `PreviousTurn`): the decode's
     # reading of them is cut off its result.
     context_words: tuple[str, ...] = ()
 
@@ -80,7 +81,7 @@ class ItemTranscript:
     candidate: tuple[int, Transcript] | None = None
     done: bool = False
     start: int | None = None  # absolute sample where a VAD turn's audio begins (None: a manual commit)
-    alone: bool = False  # decode without the previous turn's audio (a decode with it lost that turn)
+    alone: bool = False  # decode without the previous turns' audio (a decode with it lost their words)
 
 
 @dataclass
@@ -194,9 +195,10 @@ def after_context(transcript: Transcript, context: tuple[str, ...], sentence: bo
     timed = transcript.words
     kept = timed[len(timed) - len(rest) :] if timed and len(timed) == len(words) and rest else None
     text = "".join(w.text if i else " " + w.text.lstrip() for i, w in enumerate(rest))
-    if sentence and text.strip():
-        first = len(text) - len(text.lstrip())
-        text = text[:first] + text[first].upper() + text[first + 1 :]
+    if sentence:
+        text = _capitalized(text)
+        if kept:
+            kept = [dataclasses.replace(kept[0], word=_capitalized(kept[0].word)), *kept[1:]]
     head = transcript.segments[0] if transcript.segments else None
     segment = Segment(
         0,
@@ -219,3 +221,8 @@ def after_context(transcript: Transcript, context: tuple[str, ...], sentence: bo
         transcript.prompt_tokens,
         transcript.language_probability,
     )
+
+
+def _capitalized(text: str) -> str:
+    stripped = text.lstrip()
+    return text[: len(text) - len(stripped)] + stripped[:1].upper() + stripped[1:]
