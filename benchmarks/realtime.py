@@ -247,7 +247,7 @@ def denoise_section(count: int) -> None:
 # "final-only" sends no live deltas: what is left between it and REST is the audio path (VAD cut, padding,
 # resampling); "-trimmed": no full-window re-decode; "-no-context": turns decoded without the session's
 # earlier text as prompt; "-no-audio-context": a turn after a short pause decoded without the previous
-# turn's audio in front.
+# turns' audio in front; "-no-live-audio-context": its live decodes without it (its final ones with it).
 _PLAIN: dict[str, object] = {"live_sure_agreement": None, "live_unsure_probability": None}
 _A3H2: dict[str, object] = {**_PLAIN, "partial_beam_size": 1, "live_agreement": 3, "live_hold_back_words": 2}
 _WEIGHTED = {**_A3H2, "live_sure_agreement": 2, "live_sure_probability": 0.6, "live_unsure_probability": 0.3}
@@ -292,6 +292,7 @@ VARIANTS: dict[str, dict[str, object]] = {
     "greedy-sure60-floor30-t05": {**_WEIGHTED, "live_hold_back_seconds": 0.5},
     "greedy-sure60-floor30-q200": {**_WEIGHTED, "partial_quick_interval_ms": 200},
     "greedy-a3-h2-q200": {**_A3H2, "partial_quick_interval_ms": 200},
+    "greedy-a3-h2-no-live-audio-context": {**_A3H2, "live_audio_context": False},
     "beam5-a2-h1": {**_PLAIN, "partial_beam_size": 5, "live_agreement": 2, "live_hold_back_words": 1},
     "beam5-a2-h2": {**_PLAIN, "partial_beam_size": 5, "live_agreement": 2, "live_hold_back_words": 2},
 }
@@ -595,7 +596,7 @@ def main() -> None:
     parser.add_argument("--parity-clips", type=int, default=24)
     parser.add_argument(
         "--variants",
-        default="final-only,final-only-no-audio-context,greedy-a3-h2,greedy-a3-h2-quick500,greedy-a3-h2-q200",
+        default="final-only,final-only-no-audio-context,greedy-a3-h2,greedy-a3-h2-no-live-audio-context",
         help=f"live-delta policies to compare: {', '.join(VARIANTS)}",
     )
     parser.add_argument("--skip-parity", action="store_true")

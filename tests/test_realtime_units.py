@@ -470,6 +470,26 @@ def test_a_turn_after_a_short_pause_is_decoded_after_the_previous_turns_audio() 
     assert [j.context_words for j in jobs[start:]] == [()]
 
 
+@pytest.mark.parametrize("live_context", [False, True])
+def test_live_decodes_of_a_turn_after_a_short_pause(live_context: bool) -> None:
+    session = TranscriptionSession(_env(partial_min_ms=300, live_audio_context=live_context))
+    session.start()
+    replies = {(): "Hello there,", ("hello", "there"): "Hello there, general Kenobi."}
+    jobs: list[DecodeJob] = []
+    _append(session, 0.5, loud=False)
+    for seconds, loud in [(1.5, True), (0.7, False), (1.5, True), (1.0, False)]:
+        for _ in range(round(seconds * 10)):
+            _append(session, 0.1, loud=loud)
+            while batch := session.take_jobs():
+                for job in batch:
+                    jobs.append(job)
+                    session.decoded(job, _transcript(replies[job.context_words]))
+    second = [j for j in jobs if j.kind == "partial"][-1]
+    assert second.context_words == (("hello", "there") if live_context else ())
+    done = [e["transcript"] for e in session.take_events() if e["type"].endswith("transcription.completed")]
+    assert done == ["Hello there,", "general Kenobi."] if live_context else len(done) == 2
+
+
 def test_after_context_cuts_the_earlier_turns_reading_and_keeps_timed_words() -> None:
     out = after_context(_timed(("Alone.", 0.9), ("yes", 0.8), ("sir", 0.7)), ("alone",), sentence=True)
     assert out is not None and out.text.strip() == "Yes sir"

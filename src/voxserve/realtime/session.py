@@ -113,6 +113,9 @@ class SessionEnv:
     # front, up to this much of it (0: never); the text of that part is cut off (see `PreviousTurn`).
     turn_audio_context_seconds: float = 10.0
     turn_audio_gap_ms: int = 500
+    # Live decodes of such a turn also get that audio in front: their words then read as its final
+    # decode will (dev-speech: 1 word in 411 better, live decode CPU 0.43 -> 0.46 s per audio second).
+    live_audio_context: bool = True
     vad_frames: Callable[[], SileroFrames] = SileroFrames
     input_stream: Callable[[str, bool], InputAudioStream] = InputAudioStream
     clock: Callable[[], float] = time.time
@@ -231,11 +234,11 @@ class RealtimeSession:
             elif result is not None and job.context_words:
                 ended = bool(self._previous) and self._previous[-1].ends_sentence
                 result = after_context(result, job.context_words, ended)
-                if result is None:
+                if result is not None:
+                    self._decoded(item, job, result)
+                elif job.kind != "partial":  # (a live decode that lost them is just not counted)
                     log.info("a decode with the previous turn's audio in front lost that turn: decoding alone")
                     item.alone = True  # the final decode is asked for again, of the turn alone
-                else:
-                    self._decoded(item, job, result)
             elif result is not None:
                 self._decoded(item, job, result)
         self._schedule()
@@ -457,19 +460,21 @@ class RealtimeSession:
         return decode_options(self.env, self.input_config.transcription, known, final, samples)
 
     def _turn_job(self, item: ItemTranscript, kind: str, audio: np.ndarray, end: int) -> DecodeJob | None:
-        """A candidate or final decode of `item`'s `audio`, with the audio of the turns just before it
-        in front when they came a moment ago (see `PreviousTurn`)."""
+        """A decode of `item`'s `audio`, with the audio of the turns just before it in front when they
+        came a moment ago (see `PreviousTurn`; live decodes only with `live_audio_context`)."""
         run = self._previous
         words = tuple(w for turn in run for w in turn.words)
+        final = kind != "partial"
         if (
             not words
             or item.start is None
             or item.alone
+            or not (final or self.env.live_audio_context)
             or not 0 <= item.start - run[-1].end <= self.env.turn_audio_gap_ms * RATE // 1000
         ):
-            chosen = self._decode_options(final=True, samples=audio.size)
+            chosen = self._decode_options(final=final, samples=audio.size)
             return None if chosen is None else DecodeJob(item.item_id, kind, audio, end, *chosen)
-        chosen = self._decode_options(final=True, samples=audio.size, context=run[0].prompt)
+        chosen = self._decode_options(final=final, samples=audio.size, context=run[0].prompt)
         if chosen is None:
             return None
         joined = np.concatenate([*(turn.audio for turn in run), audio])
@@ -518,10 +523,10 @@ class RealtimeSession:
             # nothing new. A young turn's are cheap, and its first words wait for them.
             return
         if partial_due(self.env, turn, now):
-            chosen = self._decode_options(final=False)
-            if chosen is not None:
+            job = self._turn_job(item, "partial", self._buffer.slice(turn.audio_from, now), now)
+            if job is not None:
                 turn.last_partial = now
-                self._issue(DecodeJob(turn.item_id, "partial", self._buffer.slice(turn.audio_from, now), now, *chosen))
+                self._issue(job)
 
     def _issue(self, job: DecodeJob) -> None:
         self.in_flight = job
