@@ -139,10 +139,11 @@ def sessions_section(max_sessions: int, count: int) -> None:
                 f"{max(final):.2f} s | {'yes' if keeps else 'NO'} | {cpu * 100:.0f}% of a core |",
                 flush=True,
             )
-            details.append(f"- {n} session(s): " + ", ".join(f"{v:.2f}" for v in sorted(first)))
+            details.append(f"- {n} session(s): first delta " + ", ".join(f"{v:.2f}" for v in sorted(first)))
+            details.append(f"- {n} session(s): completed lag " + ", ".join(f"{v:.2f}" for v in sorted(final)))
             if not keeps:
                 break
-    print("\nFirst delta after speech start, each utterance (s, sorted):\n")
+    print("\nFirst delta after speech start, and speech_stopped -> completed, each utterance (s, sorted):\n")
     print("\n".join(details))
 
 
@@ -245,7 +246,8 @@ def denoise_section(count: int) -> None:
 # "-lang90": a decode that detected its own language counts only when 90% sure of it, not 80%).
 # "final-only" sends no live deltas: what is left between it and REST is the audio path (VAD cut, padding,
 # resampling); "-trimmed": no full-window re-decode; "-no-context": turns decoded without the session's
-# earlier text as prompt.
+# earlier text as prompt; "-no-audio-context": a turn after a short pause decoded without the previous
+# turns' audio in front; "-no-live-audio-context": its live decodes without it (its final ones with it).
 _PLAIN: dict[str, object] = {"live_sure_agreement": None, "live_unsure_probability": None}
 _A3H2: dict[str, object] = {**_PLAIN, "partial_beam_size": 1, "live_agreement": 3, "live_hold_back_words": 2}
 _WEIGHTED = {**_A3H2, "live_sure_agreement": 2, "live_sure_probability": 0.6, "live_unsure_probability": 0.3}
@@ -254,6 +256,7 @@ VARIANTS: dict[str, dict[str, object]] = {
     "final-only-trimmed": {"live_deltas": False, "final_trimmed_only": True},
     "final-only-no-context": {"live_deltas": False, "final_trimmed_only": False, "turn_context": False},
     "final-only-trimmed-no-context": {"live_deltas": False, "final_trimmed_only": True, "turn_context": False},
+    "final-only-no-audio-context": {"live_deltas": False, "final_trimmed_only": False, "turn_audio_context_seconds": 0},
     "greedy-a2-h1": {**_PLAIN, "partial_beam_size": 1, "live_agreement": 2, "live_hold_back_words": 1},
     "greedy-a3-h2": {**_PLAIN, "partial_beam_size": 1, "live_agreement": 3, "live_hold_back_words": 2},
     "greedy-a3-h2-slow": {
@@ -289,6 +292,7 @@ VARIANTS: dict[str, dict[str, object]] = {
     "greedy-sure60-floor30-t05": {**_WEIGHTED, "live_hold_back_seconds": 0.5},
     "greedy-sure60-floor30-q200": {**_WEIGHTED, "partial_quick_interval_ms": 200},
     "greedy-a3-h2-q200": {**_A3H2, "partial_quick_interval_ms": 200},
+    "greedy-a3-h2-no-live-audio-context": {**_A3H2, "live_audio_context": False},
     "beam5-a2-h1": {**_PLAIN, "partial_beam_size": 5, "live_agreement": 2, "live_hold_back_words": 1},
     "beam5-a2-h2": {**_PLAIN, "partial_beam_size": 5, "live_agreement": 2, "live_hold_back_words": 2},
 }
@@ -431,7 +435,8 @@ def parity_section(count: int, variants: list[str], languages: bool) -> None:
             print(
                 f"Server VAD (500 ms of silence ends a turn) cuts {len(split)} of the clips into "
                 f"several turns ({sum(runs[i].turns for i in split)} turns), each decoded with the session's "
-                f"earlier transcripts as its prompt; on the {len(single)} clips heard as one turn, REST (same "
+                "earlier transcripts as its prompt and the audio of the turns just before it in front; on the "
+                f"{len(single)} clips heard as one turn, REST (same "
                 f"audio) {jiwer.wer(pick[0], pick[1]) * 100:.2f}% vs realtime final-only "
                 f"{jiwer.wer(pick[0], pick[2]) * 100:.2f}%; on the {len(split)} cut clips "
                 f"{jiwer.wer(cut[0], cut[1]) * 100:.2f}% vs {jiwer.wer(cut[0], cut[2]) * 100:.2f}%.\n"
@@ -591,7 +596,7 @@ def main() -> None:
     parser.add_argument("--parity-clips", type=int, default=24)
     parser.add_argument(
         "--variants",
-        default="final-only,greedy-a3-h2,greedy-sure60-floor30,greedy-sure70-floor30",
+        default="final-only,final-only-no-audio-context,greedy-a3-h2,greedy-a3-h2-no-live-audio-context",
         help=f"live-delta policies to compare: {', '.join(VARIANTS)}",
     )
     parser.add_argument("--skip-parity", action="store_true")

@@ -33,6 +33,7 @@ from tests.realtime_tools import (
 
 TURN_CLIPS = ["en_ls_test-other_367-130732-0001", "en_ls_test-other_3331-159605-0003", "en_ljspeech_LJ049-0124"]
 LONG_CLIP = "en_ls_test-other_1998-15444-0005"
+CUT_CLIP = "en_ls_test-other_2414-128291-0005"  # one sentence that server VAD cuts at two short pauses
 TRANSCRIPTION = {"intent": "transcription"}
 PARITY_SLACK_WORDS = 2  # over TURN_CLIPS (33 words), against REST on the same audio
 _normalize = EnglishTextNormalizer()
@@ -159,6 +160,25 @@ def test_live_deltas_arrive_before_speech_stops(server: Server) -> None:
     assert early, types
     check_item(reader, done["item_id"])
     assert wer(clip_text(LONG_CLIP), done["transcript"]) <= 0.25
+
+
+def test_a_sentence_cut_at_its_pauses_reads_as_one(server: Server) -> None:
+    """Each turn after a short pause is decoded after the audio of the turns before it, whose reading
+    is then cut off: no word is doubled or lost at a cut, and the turns read as REST reads the clip."""
+    client = server.client()
+    with client.realtime.connect(extra_query=TRANSCRIPTION) as conn:
+        reader = EventReader(conn)
+        reader.wait_type("session.created")
+        stream(conn, np.concatenate([silence(0.5), clip_pcm(CUT_CLIP), silence(1.2)]), speed=3.0)
+        reader.wait_type("conversation.item.input_audio_transcription.completed", 3, timeout=90)
+        time.sleep(0.3)
+    assert not reader.errors, reader.errors[:2]
+    assert not reader.of("error")
+    committed = reader.of("input_audio_buffer.committed")
+    assert len(committed) == 3
+    joined = " ".join(check_item(reader, c["item_id"])["transcript"] for c in committed)
+    reference = clip_text(CUT_CLIP)
+    assert word_errors(reference, joined) <= word_errors(reference, rest_transcript(server.base_url, CUT_CLIP)) + 1
 
 
 def test_manual_commit_clear_and_empty_commit(server: Server) -> None:

@@ -21,7 +21,7 @@ from voxserve.audio.denoise import ADAPTIVE_MIX, NoiseMix, SnrEstimate, Streamin
 from voxserve.audio.g711 import decode_g711, encode_g711
 from voxserve.audio.input_stream import InputAudioStream
 from voxserve.engines.admission import EngineGate
-from voxserve.engines.live_transcription import LiveTranscript, aligned_end, delta_text
+from voxserve.engines.live_transcription import LiveTranscript, aligned_end, delta_text, words_of
 from voxserve.engines.registry import ModelSpec
 from voxserve.engines.speech_to_text import SpeechToText
 from voxserve.engines.streaming_vad import FRAME, TurnDetector
@@ -33,6 +33,7 @@ from voxserve.realtime.protocol import Dialect
 from voxserve.realtime.session import DecodeJob, SessionEnv
 from voxserve.realtime.tokens import KeyMinter
 from voxserve.realtime.transcription import TranscriptionSession
+from voxserve.realtime.turn_decoding import after_context
 from voxserve.transcript import Segment, Transcript, Word
 
 
@@ -388,7 +389,7 @@ def test_turns_are_decoded_with_the_sessions_earlier_text_as_prompt() -> None:
     assert second.options.prompt == "It was a cold night," and second.options.language == "de"
     third = _manual_turn(session, 4.0, "x" * 20)
     assert third.options.prompt == "It was a cold night, and the wind blew." and third.options.language is None
-    # A client's own prompt wins; the earlier text is kept to the last few hundred characters.
+    # A client's own prompt comes first, then the earlier text, kept to its last few hundred characters.
     session.receive(
         json.dumps(
             {
@@ -398,7 +399,21 @@ def test_turns_are_decoded_with_the_sessions_earlier_text_as_prompt() -> None:
         )
     )
     session.take_events()
-    assert _manual_turn(session, 1.0, "word " * 200).options.prompt == "Names: Ana."
+    assert _manual_turn(session, 1.0, "word " * 200).options.prompt == (
+        "Names: Ana. It was a cold night, and the wind blew. xxxxxxxxxxxxxxxxxxxx"
+    )
+    long_prompt = _manual_turn(session, 1.0, "word").options.prompt
+    assert long_prompt is not None and long_prompt.startswith("Names: Ana. word") and len(long_prompt) <= 320
+    session.receive(
+        json.dumps(
+            {
+                "type": "session.update",
+                "session": {"audio": {"input": {"transcription": {"model": "whisper-1", "prompt": "p " * 500}}}},
+            }
+        )
+    )
+    session.take_events()
+    assert _manual_turn(session, 1.0, "word").options.prompt == ("p " * 500).strip()  # no room left: the client's
     session.receive(
         json.dumps(
             {"type": "session.update", "session": {"audio": {"input": {"transcription": {"model": "whisper-1"}}}}}
@@ -411,6 +426,91 @@ def test_turns_are_decoded_with_the_sessions_earlier_text_as_prompt() -> None:
     plain.receive(json.dumps({"type": "session.update", "session": {"audio": {"input": {"turn_detection": None}}}}))
     _manual_turn(plain, 1.0, "one")
     assert _manual_turn(plain, 1.0, "two").options.prompt is None
+
+
+def test_a_turn_after_a_short_pause_is_decoded_after_the_previous_turns_audio() -> None:
+    session = TranscriptionSession(_env(live_deltas=False, turn_audio_context_seconds=4.0))
+    session.start()
+    jobs: list[DecodeJob] = []
+
+    def speak(seconds: float, reply: dict[tuple[str, ...], str]) -> list[str]:
+        _append(session, seconds, loud=True)
+        for _ in range(10):  # 1 s of silence: the turn stops after 500 ms of it
+            _append(session, 0.1, loud=False)
+            while batch := session.take_jobs():
+                for job in batch:
+                    jobs.append(job)
+                    session.decoded(job, _transcript(reply[job.context_words]))
+        return [e["transcript"] for e in session.take_events() if e["type"].endswith("transcription.completed")]
+
+    _append(session, 0.5, loud=False)
+    assert speak(1.5, {(): "Hello there,"}) == ["Hello there,"]
+    first = len(jobs)
+    assert speak(1.0, {("hello", "there"): "Hello there, general Kenobi.", (): "General Kenobi."}) == [
+        "general Kenobi."  # the previous turn ended mid-sentence
+    ]
+    second = jobs[first]
+    assert second.context_words == ("hello", "there")
+    # The previous turn's audio (1.5 s of speech, 0.3 s before, 0.2 s after) leads this one's.
+    assert second.audio.size / 16000 == pytest.approx((0.3 + 1.5 + 0.2) + (0.3 + 1.0 + 0.2), abs=0.1)
+    assert second.options.prompt is None  # the session's text before those turns: none
+    # A decode that lost the earlier turns' words cannot place the cut: the turn is decoded alone.
+    start = len(jobs)
+    context = ("hello", "there", "general", "kenobi")
+    assert speak(1.0, {context: "Something else entirely.", (): "Alone."}) == ["Alone."]
+    assert [j.context_words for j in jobs[start:]] == [context, ()]
+    # The run of turns keeps its last 4 s of audio: the first turn (2 s) leaves it.
+    start = len(jobs)
+    assert speak(0.5, {("general", "kenobi", "alone"): "General Kenobi. Alone, yes."}) == ["Yes."]  # after "Alone."
+    assert jobs[start].options.prompt == "Hello there,"
+    # After a long pause a turn is decoded alone.
+    _append(session, 2.0, loud=False)
+    start = len(jobs)
+    assert speak(1.0, {(): "Later."}) == ["Later."]
+    assert [j.context_words for j in jobs[start:]] == [()]
+
+
+@pytest.mark.parametrize("live_context", [False, True])
+def test_live_decodes_of_a_turn_after_a_short_pause(live_context: bool) -> None:
+    session = TranscriptionSession(_env(partial_min_ms=300, live_audio_context=live_context))
+    session.start()
+    replies = {(): "Hello there,", ("hello", "there"): "Hello there, general Kenobi."}
+    jobs: list[DecodeJob] = []
+    _append(session, 0.5, loud=False)
+    for seconds, loud in [(1.5, True), (0.7, False), (1.5, True), (1.0, False)]:
+        for _ in range(round(seconds * 10)):
+            _append(session, 0.1, loud=loud)
+            while batch := session.take_jobs():
+                for job in batch:
+                    jobs.append(job)
+                    session.decoded(job, _transcript(replies[job.context_words]))
+    second = [j for j in jobs if j.kind == "partial"][-1]
+    assert second.context_words == (("hello", "there") if live_context else ())
+    done = [e["transcript"] for e in session.take_events() if e["type"].endswith("transcription.completed")]
+    assert done == ["Hello there,", "general Kenobi."] if live_context else len(done) == 2
+
+
+def test_after_context_cuts_the_earlier_turns_reading_and_keeps_timed_words() -> None:
+    out = after_context(_timed(("Alone.", 0.9), ("yes", 0.8), ("sir", 0.7)), ("alone",), sentence=True)
+    assert out is not None and out.text.strip() == "Yes sir"
+    assert [w.word for w in out.words] == [" Yes", " sir"] and words_of(out)[1].logprob == pytest.approx(math.log(0.7))
+    # Whisper read something else than the earlier turns: the cut cannot be placed.
+    assert after_context(_timed(("Other", 0.9), ("words", 0.9)), ("alone", "again")) is None
+
+
+def test_no_live_decode_starts_while_speech_may_be_stopping() -> None:
+    session = TranscriptionSession(_env(partial_min_ms=300, partial_interval_ms=100, partial_quick_until_ms=500))
+    session.start()
+    _append(session, 0.5, loud=False)
+    kinds = []
+    for step in range(25):
+        _append(session, 0.1, loud=step < 15)
+        for job in session.take_jobs():
+            kinds.append((step, job.kind))
+            session.decoded(job, _transcript("hello there world"))
+    partials = [step for step, kind in kinds if kind == "partial"]
+    assert partials and max(partials) < 15  # none once the silence began
+    assert any(kind == "candidate" for _, kind in kinds)
 
 
 def test_session_buffer_cap_and_commit_errors() -> None:

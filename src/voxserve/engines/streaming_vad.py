@@ -132,6 +132,12 @@ class TurnDetector:
                 events.append(TurnEvent("pause", self._silence_from))
         return events
 
+    @property
+    def in_silence(self) -> bool:
+        """Whether the turn's newest frames are silence (below the lower threshold) that has not yet
+        ended it: a pause may be starting."""
+        return self.speaking and self._silence_from is not None
+
     def force_end(self) -> None:
         """Forget the turn in progress (the buffer was committed or cleared by the client)."""
         self.speaking = False

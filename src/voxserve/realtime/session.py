@@ -41,10 +41,13 @@ from voxserve.realtime.turn_decoding import (
     DecodeContext,
     DecodeJob,
     ItemTranscript,
+    PreviousTurn,
     Turn,
+    after_context,
     decode_options,
     live_transcript,
     partial_due,
+    turn_run,
 )
 from voxserve.transcript import Transcript
 
@@ -57,7 +60,7 @@ MIN_COMMIT_SAMPLES = RATE // 10  # 100 ms
 # in the seed's example payload); an audio append is never parsed leniently.
 LENIENT_JSON_LIMIT = 64 * 1024
 # The session's last transcripts, up to this many characters, condition each turn's decode (Whisper's
-# prompt) when the client set no prompt: a turn cut at a pause then reads as the continuation it is.
+# prompt, after the client's own): a turn cut at a pause then reads as the continuation it is.
 CONTEXT_CHARS = 300
 
 
@@ -103,8 +106,16 @@ class SessionEnv:
     # Silence after speech before the utterance is decoded speculatively (its final audio is known
     # then, unless speech resumes); also the silence kept at the end of a committed item.
     end_padding_ms: int = 200
-    # Condition each turn's decode on the session's previous transcripts (when the client set no prompt).
+    # Condition each turn's decode on the session's previous transcripts (after the client's prompt).
     turn_context: bool = True
+    # A VAD turn that follows the previous one after at most `turn_audio_gap_ms` (from the end of its
+    # audio to the start of this one's) is decoded with the audio of the run of turns so joined in
+    # front, up to this much of it (0: never); the text of that part is cut off (see `PreviousTurn`).
+    turn_audio_context_seconds: float = 10.0
+    turn_audio_gap_ms: int = 500
+    # Live decodes of such a turn also get that audio in front: their words then read as its final
+    # decode will (dev-speech: 1 word in 411 better, live decode CPU 0.43 -> 0.46 s per audio second).
+    live_audio_context: bool = True
     vad_frames: Callable[[], SileroFrames] = SileroFrames
     input_stream: Callable[[str, bool], InputAudioStream] = InputAudioStream
     clock: Callable[[], float] = time.time
@@ -143,6 +154,7 @@ class RealtimeSession:
         # on a second or two of speech (the final decodes still detect, as the REST endpoint does).
         self._heard_language: str | None = None
         self._context = ""  # the session's transcripts so far, the last CONTEXT_CHARS of them
+        self._previous: list[PreviousTurn] = []  # the run of turns a next turn may be decoded after
         self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {
             "input_audio_buffer.append": self._append,
             "input_audio_buffer.commit": self._commit_event,
@@ -219,15 +231,26 @@ class RealtimeSession:
                     self._fail(item, result)
                 else:
                     log.warning("live decode failed: %s", result)
+            elif result is not None and job.context_words:
+                ended = bool(self._previous) and self._previous[-1].ends_sentence
+                result = after_context(result, job.context_words, ended)
+                if result is not None:
+                    self._decoded(item, job, result)
+                elif job.kind != "partial":  # (a live decode that lost them is just not counted)
+                    log.info("a decode with the previous turn's audio in front lost that turn: decoding alone")
+                    item.alone = True  # the final decode is asked for again, of the turn alone
             elif result is not None:
-                if job.kind == "final":
-                    self._finish(item, result)
-                else:
-                    sure = 0.0 if job.options.language else self.env.live_language_probability
-                    self._send_delta(item, item.live.update(result, sure))
-                    if job.kind == "candidate":
-                        item.candidate = (job.end, result)
+                self._decoded(item, job, result)
         self._schedule()
+
+    def _decoded(self, item: ItemTranscript, job: DecodeJob, result: Transcript) -> None:
+        if job.kind == "final":
+            self._finish(item, result)
+            return
+        sure = 0.0 if job.options.language else self.env.live_language_probability
+        self._send_delta(item, item.live.update(result, sure))
+        if job.kind == "candidate":
+            item.candidate = (job.end, result)
 
     def close(self) -> None:
         self.closed = True
@@ -236,6 +259,7 @@ class RealtimeSession:
         self._buffer.clear()
         self._items.clear()
         self._finals.clear()
+        self._previous = []
         self.jobs.clear()
 
     # --- input configuration ----------------------------------------------------------------------
@@ -340,6 +364,10 @@ class RealtimeSession:
             self._buffer.drop_before(self._buffer.end - keep)
 
     @property
+    def _quick_until(self) -> int:
+        return self.env.partial_quick_until_ms * RATE // 1000
+
+    @property
     def _padding(self) -> int:
         return self.env.end_padding_ms * RATE // 1000
 
@@ -350,6 +378,7 @@ class RealtimeSession:
         prefix = turn.prefix_padding_ms * RATE // 1000
         self._turn = Turn(item_id, at, max(self._buffer.origin, at - prefix), last_partial=at)
         self._items[item_id] = self._new_item(item_id)
+        self._items[item_id].start = self._turn.audio_from
         self.outbox.append(self.events.speech_started(at * 1000 // RATE, item_id))
 
     def _speech_stopped(self, at: int) -> None:
@@ -424,9 +453,32 @@ class RealtimeSession:
         if done is not None:
             self.outbox.append(done)
 
-    def _decode_options(self, final: bool, samples: int = 0) -> tuple[ModelSpec, TranscribeOptions] | None:
-        known = DecodeContext(self._heard_language, self._context, self.logprobs)
+    def _decode_options(
+        self, final: bool, samples: int = 0, context: str | None = None
+    ) -> tuple[ModelSpec, TranscribeOptions] | None:
+        known = DecodeContext(self._heard_language, self._context if context is None else context, self.logprobs)
         return decode_options(self.env, self.input_config.transcription, known, final, samples)
+
+    def _turn_job(self, item: ItemTranscript, kind: str, audio: np.ndarray, end: int) -> DecodeJob | None:
+        """A decode of `item`'s `audio`, with the audio of the turns just before it in front when they
+        came a moment ago (see `PreviousTurn`; live decodes only with `live_audio_context`)."""
+        run = self._previous
+        words = tuple(w for turn in run for w in turn.words)
+        final = kind != "partial"
+        if (
+            not words
+            or item.start is None
+            or item.alone
+            or not (final or self.env.live_audio_context)
+            or not 0 <= item.start - run[-1].end <= self.env.turn_audio_gap_ms * RATE // 1000
+        ):
+            chosen = self._decode_options(final=final, samples=audio.size)
+            return None if chosen is None else DecodeJob(item.item_id, kind, audio, end, *chosen)
+        chosen = self._decode_options(final=final, samples=audio.size, context=run[0].prompt)
+        if chosen is None:
+            return None
+        joined = np.concatenate([*(turn.audio for turn in run), audio])
+        return DecodeJob(item.item_id, kind, joined, end, *chosen, context_words=words)
 
     def _schedule(self) -> None:
         """Hand out the next decode this session wants, if none is out."""
@@ -441,11 +493,11 @@ class RealtimeSession:
                 self._finish(item, item.candidate[1])
                 continue
             assert item.audio is not None
-            chosen = self._decode_options(final=True, samples=item.audio.size)
-            if chosen is None:
+            job = self._turn_job(item, "final", item.audio, item.end)
+            if job is None:
                 self._fail(item, RuntimeError("The transcription model is not available."))
                 continue
-            self._issue(DecodeJob(item.item_id, "final", item.audio, item.end, *chosen))
+            self._issue(job)
             return
         turn = self._turn
         if turn is None or self.input_config.transcription is None:
@@ -458,18 +510,23 @@ class RealtimeSession:
                 item.candidate is None or item.candidate[0] != turn.paused_until
             ):
                 audio = self._buffer.slice(turn.audio_from, turn.paused_until)
-                chosen = self._decode_options(final=True, samples=audio.size)
-                if chosen is not None:
-                    self._issue(DecodeJob(turn.item_id, "candidate", audio, turn.paused_until, *chosen))
+                job = self._turn_job(item, "candidate", audio, turn.paused_until)
+                if job is not None:
+                    self._issue(job)
             return
         if not self.env.live_deltas:
             return
         now = self._buffer.end
+        if self._turns is not None and self._turns.in_silence and now - turn.start >= self._quick_until:
+            # Speech may have stopped: a live decode of a long turn started now (up to ~0.5 s) would
+            # hold the gate when the pause's candidate decode (the final text) wants it, and would read
+            # nothing new. A young turn's are cheap, and its first words wait for them.
+            return
         if partial_due(self.env, turn, now):
-            chosen = self._decode_options(final=False)
-            if chosen is not None:
+            job = self._turn_job(item, "partial", self._buffer.slice(turn.audio_from, now), now)
+            if job is not None:
                 turn.last_partial = now
-                self._issue(DecodeJob(turn.item_id, "partial", self._buffer.slice(turn.audio_from, now), now, *chosen))
+                self._issue(job)
 
     def _issue(self, job: DecodeJob) -> None:
         self.in_flight = job
@@ -503,6 +560,12 @@ class RealtimeSession:
         self._send_delta(item, item.live.finish(transcript))
         item.done = True
         text = item.live.text
+        if item.audio is not None:
+            words = tuple(w.key for w in item.live.sent if w.key)
+            ended = text.rstrip()[-1:] in (".", "!", "?", "。", "！", "？")
+            turn = PreviousTurn(item.audio, words, item.start, item.end, self._context, ended)
+            gap = self.env.turn_audio_gap_ms * RATE // 1000
+            self._previous = turn_run(self._previous, turn, gap, int(self.env.turn_audio_context_seconds * RATE))
         if text.strip():
             self._context = _tail(f"{self._context} {text.strip()}".strip(), CONTEXT_CHARS)
         self.outbox.append(

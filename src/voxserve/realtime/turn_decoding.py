@@ -7,18 +7,20 @@ its own or emits events.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from voxserve.engines.live_transcription import LiveTranscript
+from voxserve.engines.live_transcription import LiveTranscript, aligned_end, words_of
 from voxserve.engines.registry import ModelSpec
 from voxserve.engines.whisper import DEFAULT_VAD, TranscribeOptions
 from voxserve.errors import VoxError
 from voxserve.realtime.config import InputTranscription
-from voxserve.transcript import Transcript
+from voxserve.transcript import Segment, Transcript
 
 if TYPE_CHECKING:
     from voxserve.realtime.session import SessionEnv
@@ -27,6 +29,8 @@ RATE = 16000
 # A turn shorter than this is decoded in the language the session last heard (when the client named
 # none): Whisper's language detection on a second or two of speech wavers.
 SHORT_TURN_SECONDS = 3.0
+# A turn's whole prompt, in characters: well inside Whisper's 223 prompt tokens.
+PROMPT_CHARS = 800
 
 
 @dataclass
@@ -37,6 +41,34 @@ class DecodeJob:
     end: int  # absolute sample position where the job's audio ends
     spec: ModelSpec
     options: TranscribeOptions
+    # The words of the previous turns, whose audio leads this job's (see `PreviousTurn`): the decode's
+    # reading of them is cut off its result.
+    context_words: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PreviousTurn:
+    """A transcribed turn of the session. A turn that follows a run of them, each after a short pause,
+    is decoded with their audio in front, as Whisper reads a clip that server VAD cut at its pauses in
+    one piece: the words on either side of a cut read each other (the transcript's text alone, as the
+    prompt, does not carry how the words sounded)."""
+
+    audio: np.ndarray
+    words: tuple[str, ...]  # its transcript's words, normalised
+    start: int | None  # absolute samples where its audio begins (None: a manual commit) and ends
+    end: int
+    prompt: str  # the session's transcripts before it
+    ends_sentence: bool = False  # its transcript ends with . ! ? (the next turn's text starts a sentence)
+
+
+def turn_run(run: list[PreviousTurn], turn: PreviousTurn, gap: int, limit: int) -> list[PreviousTurn]:
+    """The run of turns a next turn may be decoded after: `turn` joins `run` when it followed its last
+    turn within `gap` samples; the oldest turns are dropped while the run holds over `limit` samples."""
+    follows = bool(run) and turn.start is not None and 0 <= turn.start - run[-1].end <= gap
+    kept = [*run, turn] if follows else [turn]
+    while kept and sum(t.audio.size for t in kept) > limit:
+        kept.pop(0)
+    return kept
 
 
 @dataclass
@@ -48,6 +80,8 @@ class ItemTranscript:
     end: int = 0
     candidate: tuple[int, Transcript] | None = None
     done: bool = False
+    start: int | None = None  # absolute sample where a VAD turn's audio begins (None: a manual commit)
+    alone: bool = False  # decode without the previous turns' audio (a decode with it lost their words)
 
 
 @dataclass
@@ -110,7 +144,7 @@ def decode_options(
     options = TranscribeOptions(
         task="transcribe",
         language=language,
-        prompt=transcription.prompt or (known.context if env.turn_context else None) or None,
+        prompt=turn_prompt(transcription.prompt, known.context if env.turn_context else ""),
         word_timestamps=known.logprobs or (not final and live_words_timed(env)),
         vad=DEFAULT_VAD,
         beam_size=env.beam_size if final else env.partial_beam_size,
@@ -121,8 +155,74 @@ def decode_options(
     return spec, options
 
 
+def turn_prompt(client: str | None, context: str) -> str | None:
+    """A turn's prompt: the client's own prompt (its vocabulary, its style), then the session's
+    transcripts so far, so that Whisper reads the turn as their continuation. Whisper keeps a prompt's
+    last 223 tokens: the session's text is cut to what fits beside the client's (about 4 characters a
+    token), so the client's prompt is never the part cut."""
+    client = (client or "").strip()
+    room = max(0, PROMPT_CHARS - len(client) - 1)
+    if len(context) > room:
+        cut = context[len(context) - room :]
+        context = cut.split(" ", 1)[1] if " " in cut else ""
+    return " ".join(p for p in (client, context.strip()) if p) or None
+
+
 def partial_due(env: SessionEnv, turn: Turn, now: int) -> bool:
     """Whether a live decode of the turn is due with its audio heard up to `now` (samples)."""
     young = now - turn.start < env.partial_quick_until_ms * RATE // 1000
     interval = (env.partial_quick_interval_ms if young else env.partial_interval_ms) * RATE // 1000
     return now - turn.start >= env.partial_min_ms * RATE // 1000 and now - turn.last_partial >= interval
+
+
+# A decode whose reading of the previous turn matches fewer of its words than this is not trusted to
+# place the cut (Whisper skipped or rewrote that turn): the turn is decoded again on its own.
+CONTEXT_MATCH = 0.6
+
+
+def after_context(transcript: Transcript, context: tuple[str, ...], sentence: bool = False) -> Transcript | None:
+    """`transcript` (of the previous turns' audio followed by this turn's) less its reading of the
+    previous turns, whose words are `context`; None when that reading cannot be placed. `sentence`:
+    the previous turn's transcript ended a sentence, so this one starts with a capital, whatever the
+    joint reading (often one sentence across the cut) made of it."""
+    words = words_of(transcript)
+    keys = [w.key for w in words]
+    cut = aligned_end(list(context), keys)
+    matcher = difflib.SequenceMatcher(None, list(context), keys[:cut], autojunk=False)
+    if sum(b.size for b in matcher.get_matching_blocks()) < CONTEXT_MATCH * len(context):
+        return None
+    rest = words[cut:]
+    timed = transcript.words
+    kept = timed[len(timed) - len(rest) :] if timed and len(timed) == len(words) and rest else None
+    text = "".join(w.text if i else " " + w.text.lstrip() for i, w in enumerate(rest))
+    if sentence:
+        text = _capitalized(text)
+        if kept:
+            kept = [dataclasses.replace(kept[0], word=_capitalized(kept[0].word)), *kept[1:]]
+    head = transcript.segments[0] if transcript.segments else None
+    segment = Segment(
+        0,
+        0,
+        0.0,
+        transcript.duration,
+        text,
+        [t for s in transcript.segments for t in s.tokens],  # what the decode produced (usage)
+        head.temperature if head else 0.0,
+        head.avg_logprob if head else 0.0,
+        head.compression_ratio if head else 0.0,
+        head.no_speech_prob if head else 0.0,
+        words=kept,
+    )
+    return Transcript(
+        transcript.task,
+        transcript.language,
+        transcript.duration,
+        [segment] if text.strip() else [],
+        transcript.prompt_tokens,
+        transcript.language_probability,
+    )
+
+
+def _capitalized(text: str) -> str:
+    stripped = text.lstrip()
+    return text[: len(text) - len(stripped)] + stripped[:1].upper() + stripped[1:]
