@@ -73,6 +73,10 @@ class TranscribeOptions:
     trimmed_only: bool = False
     # Sent as a stream of deltas: the first chunk of long audio is kept to the policy's streamed length.
     streamed: bool = False
+    # A one-chunk input is encoded in a window of at least `short_window_frames`, kept unless the fallback
+    # ran. False: its audio plus 3 s, decoded again at 30 s when Whisper is unsure of it (realtime turns,
+    # whose parity with REST was measured that way; their decodes with the 15 s window lost words to it).
+    clip_window: bool = True
 
 
 @dataclass(frozen=True)
@@ -132,7 +136,7 @@ class TranscriptionRun(ChunkBatches):
         first: _Batch | None,
         rest: Callable[[], list[Chunk]] | None = None,
     ) -> None:
-        short = len(chunks) == 1 and rest is None and not options.trimmed_only  # live decodes keep theirs
+        short = len(chunks) == 1 and rest is None and not options.trimmed_only and options.clip_window
         settings = replace(engine.settings, min_window_frames=engine.settings.short_window_frames * short)
         super().__init__(engine.model, settings, audio, chunks, transcript, options, first, rest)
         self._tokenizer = Tokenizer(
@@ -373,7 +377,7 @@ class WhisperEngine:
         if chunks:
             # The first window's encoding serves both language detection and decoding.
             features = self.model.feature_extractor(audio[chunks[0].start : chunks[0].end])[..., :-1]
-            clip = len(chunks) == 1 and not plan.pending and not options.trimmed_only
+            clip = len(chunks) == 1 and not plan.pending and not options.trimmed_only and options.clip_window
             short = self.settings.short_window_frames if clip else 0
             first = _Batch(self.model, [features], replace(self.settings, min_window_frames=short))
             if language is None:

@@ -151,6 +151,7 @@ def decode_options(
         # A live decode's words wait for later decodes to agree: it need not pay for Whisper's
         # full 30 s window (ten times the cost of the trimmed one on a second or two of speech).
         trimmed_only=not final or env.final_trimmed_only,
+        clip_window=False,
     )
     return spec, options
 
