@@ -253,7 +253,8 @@ def test_llama_arguments() -> None:
 
 
 def test_window_keeps_audio_and_some_padding() -> None:
-    from voxserve.engines.whisper import DecoderSettings, window_frames
+    from voxserve.engines.chunk_batches import window_frames
+    from voxserve.engines.whisper import DecoderSettings
 
     assert window_frames(450, DecoderSettings()) == 800  # 450 + 300 frames, rounded up to 100
     assert window_frames(2900, DecoderSettings()) == 3000

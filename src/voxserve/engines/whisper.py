@@ -28,7 +28,6 @@ from voxserve.engines import decode_fallback, whisper_language
 from voxserve.engines.chunk_batches import Batch as _Batch
 from voxserve.engines.chunk_batches import ChunkBatches
 from voxserve.engines.chunk_batches import Job as _Job
-from voxserve.engines.chunk_batches import window_frames as window_frames
 from voxserve.engines.decode_fallback import Decoded as _Decoded
 from voxserve.engines.decode_fallback import temperature_schedule as temperature_schedule
 from voxserve.engines.speech_chunks import Chunk, ChunkPolicy, Detection, StagedPlan
@@ -118,6 +117,13 @@ _MAX_CONTINUATIONS = 8
 _ENDS = (".", "!", "?", "。", "！", "？")
 
 
+def _run_settings(settings: DecoderSettings, one_chunk: bool, options: TranscribeOptions) -> DecoderSettings:
+    """The engine's settings for one run: an input of one chunk gets the clip window's floor, unless its
+    decodes are live ones (`trimmed_only`) or it asked for the audio-plus-3 s window (`clip_window`)."""
+    clip = one_chunk and not options.trimmed_only and options.clip_window
+    return replace(settings, min_window_frames=settings.short_window_frames if clip else 0)
+
+
 class TranscriptionRun(ChunkBatches):
     """A transcription in progress: `transcript` fills as segments are decoded.
 
@@ -136,8 +142,7 @@ class TranscriptionRun(ChunkBatches):
         first: _Batch | None,
         rest: Callable[[], list[Chunk]] | None = None,
     ) -> None:
-        short = len(chunks) == 1 and rest is None and not options.trimmed_only and options.clip_window
-        settings = replace(engine.settings, min_window_frames=engine.settings.short_window_frames * short)
+        settings = _run_settings(engine.settings, len(chunks) == 1 and rest is None, options)
         super().__init__(engine.model, settings, audio, chunks, transcript, options, first, rest)
         self._tokenizer = Tokenizer(
             self._model.hf_tokenizer,
@@ -377,9 +382,8 @@ class WhisperEngine:
         if chunks:
             # The first window's encoding serves both language detection and decoding.
             features = self.model.feature_extractor(audio[chunks[0].start : chunks[0].end])[..., :-1]
-            clip = len(chunks) == 1 and not plan.pending and not options.trimmed_only and options.clip_window
-            short = self.settings.short_window_frames if clip else 0
-            first = _Batch(self.model, [features], replace(self.settings, min_window_frames=short))
+            settings = _run_settings(self.settings, len(chunks) == 1 and not plan.pending, options)
+            first = _Batch(self.model, [features], settings)
             if language is None:
                 language, probability, first = self._detect_language(
                     features, first, options.trimmed_only, options.beam_size
