@@ -9,9 +9,9 @@ runs it through the spoken-reply pipeline and feeds each of its events back (`re
 `reply_failed`). A cancelled response (client, barge-in) is listed in `take_cancels`: the driver
 stops its generation and synthesis at once; anything it still reports is ignored.
 
-This class is the wiring: the items live in an `ItemList`, a response's state in `Response`, the
-events of its output are built by `ResponseOutput`, and `response.create`'s parameters are read by
-`response_params`.
+This class is the wiring: the items live in an `ItemList`, the responses in progress in `Responses`
+(each a `Response`), the events of a response's output are built by `ResponseOutput`, and
+`response.create`'s parameters are read by `response_params`.
 """
 
 from __future__ import annotations
@@ -35,12 +35,7 @@ from voxserve.realtime.conversation_config import (
     render_ga_conversation_session,
 )
 from voxserve.realtime.conversation_events import ConversationEvents
-from voxserve.realtime.conversation_items import (
-    check_audio_end,
-    decode_item_audio,
-    parse_truncation,
-    truncate_item,
-)
+from voxserve.realtime.conversation_items import check_audio_end, decode_item_audio, parse_truncation, truncate_item
 from voxserve.realtime.errors import ClientEventError
 from voxserve.realtime.item_list import ItemList
 from voxserve.realtime.protocol import Dialect, user_audio_item
@@ -219,6 +214,7 @@ class ConversationSession(RealtimeSession):
         return previous
 
     def _follow_last(self, item: dict[str, Any]) -> None:
+        # The input side's `last_item_id` (what a next commit follows) is the conversation's last item.
         if self.item_list.is_last(item):
             self.last_item_id = item["id"]
 
