@@ -1,14 +1,17 @@
 """A conversation's items as the client sends and sees them: parsing a client's item into the session's
-form (with the audio of a user audio message), the public view of a stored item, and what of an
-assistant answer's audio a listener heard before it was cut (truncation and barge-in)."""
+form (with the audio of a user audio message, decoded), the public view of a stored item, and what of
+an assistant answer's audio a listener heard before it was cut (truncation and barge-in)."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from voxserve.audio.input_stream import InputAudioStream
 from voxserve.realtime.errors import ClientEventError
 
 
@@ -94,6 +97,29 @@ def parse_client_item(
     return {**base, "type": "message", "role": role, "content": parts}, audio
 
 
+def decode_item_audio(
+    audio: Any, param: str, open_stream: Callable[[], InputAudioStream], max_audio_seconds: float
+) -> np.ndarray:
+    """The samples of an item's base64 audio, in the session's input format (`open_stream`)."""
+    if not isinstance(audio, str) or not audio:
+        raise ClientEventError("An input_audio part needs base64 'audio'.", code="missing_required_parameter",
+                               param=param)  # fmt: skip
+    try:
+        raw = base64.b64decode(audio, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ClientEventError(f"Invalid 'audio': not valid base64 ({exc}).", param=param) from exc
+    stream = open_stream()
+    try:
+        samples = stream.push(raw)
+    finally:
+        stream.close()
+    if samples.size < 1600:
+        raise ClientEventError("The audio is shorter than 100 ms.", param=param)
+    if samples.size > max_audio_seconds * 16000:
+        raise ClientEventError(f"The audio is longer than {max_audio_seconds:g} s.", param=param)
+    return samples
+
+
 def public_item(item: dict[str, Any]) -> dict[str, Any]:
     """An item without the session's private bookkeeping (keys starting with `_`)."""
     return {k: v for k, v in item.items() if not k.startswith("_")}
@@ -114,6 +140,29 @@ def heard_text(pieces: list[tuple[float, float, str]], cut_ms: float) -> str:
                 words.append(" ".join(split[:keep]))
         break
     return " ".join(words)
+
+
+def parse_truncation(item: dict[str, Any], event: dict[str, Any]) -> tuple[int, int]:
+    """The `content_index` and `audio_end_ms` of a `conversation.item.truncate` of `item`."""
+    content_index = event.get("content_index", 0)
+    audio_end_ms = event.get("audio_end_ms")
+    if item.get("role") != "assistant" or not any(p["type"] == "output_audio" for p in item["content"]):
+        raise ClientEventError("Only assistant messages with audio can be truncated.", param="item_id")
+    if not isinstance(content_index, int) or not 0 <= content_index < len(item["content"]):
+        raise ClientEventError("Invalid 'content_index'.", param="content_index")
+    if isinstance(audio_end_ms, bool) or not isinstance(audio_end_ms, int) or audio_end_ms < 0:
+        raise ClientEventError("'audio_end_ms' must be a non-negative integer.", param="audio_end_ms")
+    return content_index, audio_end_ms
+
+
+def check_audio_end(audio_end_ms: int, pieces: list[tuple[float, float, str]]) -> None:
+    """A truncation may not end past the audio sent (`pieces`), give or take a millisecond."""
+    total = pieces[-1][1] if pieces else 0.0
+    if audio_end_ms > total + 1:
+        raise ClientEventError(
+            f"audio_end_ms ({audio_end_ms}) is longer than the item's audio ({int(total)} ms).",
+            param="audio_end_ms",
+        )
 
 
 def truncate_item(item: dict[str, Any], pieces: list[tuple[float, float, str]], cut_ms: float) -> None:
