@@ -116,6 +116,31 @@ def test_barge_in_cancels_and_truncates_to_what_was_played() -> None:
     assert not [e for e in _events(session) if e["type"].startswith("response.")]
 
 
+def test_client_truncates_the_answer_still_being_spoken() -> None:
+    """Client-side interruption: the client stops playback mid-answer and truncates the item being generated."""
+    session = _session()
+    _send(session, {"type": "conversation.item.create", "item": _user("Tell a story.")})
+    _send(session, {"type": "response.create"})
+    (job,) = session.take_responses()
+    session.reply_event(job.response_id, TextDelta("One two three four. Five six seven eight."))
+    session.reply_event(job.response_id, AudioPiece(_pcm(1000), "One two three four.", 0.0, 1000.0))
+    session.reply_event(job.response_id, AudioPiece(_pcm(1000), "Five six seven eight.", 1000.0, 1000.0))
+    item_id = next(e for e in _events(session) if e["type"] == "response.output_item.added")["item"]["id"]
+    _send(session, {"type": "conversation.item.truncate", "item_id": item_id, "content_index": 1,
+                    "audio_end_ms": 500})  # fmt: skip
+    assert [e["error"]["param"] for e in _events(session) if e["type"] == "error"] == ["content_index"]
+    _send(session, {"type": "conversation.item.truncate", "item_id": item_id, "content_index": 0,
+                    "audio_end_ms": 1000})  # fmt: skip
+    events = _events(session)
+    assert not [e for e in events if e["type"] == "error"]
+    done = next(e for e in events if e["type"] == "response.done")["response"]
+    assert done["status"] == "cancelled"
+    assert done["output"][0]["content"][0]["transcript"] == "One two three four."
+    truncated = next(e for e in events if e["type"] == "conversation.item.truncated")
+    assert (truncated["item_id"], truncated["audio_end_ms"]) == (item_id, 1000)
+    assert session.take_cancels() == [job.response_id]
+
+
 def test_history_is_bounded_and_out_of_band_leaves_it_alone() -> None:
     session = _session(context_tokens=400, max_tokens=100)
     for index in range(30):

@@ -225,7 +225,7 @@ class ConversationSession(RealtimeSession):
         turn = self.config.input.turn_detection
         if turn is not None and turn.create_response is not False:
             if self._responses.active is None:
-                self._start_response({}, auto=True)
+                self._start_response({})
                 if self._responses.active is not None:
                     self._responses.active.trigger = item_id
             else:
@@ -280,8 +280,9 @@ class ConversationSession(RealtimeSession):
 
     def _item_truncate(self, event: dict[str, Any]) -> None:
         _, item = self.item_list.find(event)
-        content_index, audio_end_ms = parse_truncation(item, event)
         response = self._responses.speaking(item)
+        speaking_audio = response is not None and response.audio_out
+        content_index, audio_end_ms = parse_truncation(item, event, speaking_audio=speaking_audio)
         pieces = response.pieces if response is not None else item.get("_pieces", [])
         check_audio_end(audio_end_ms, pieces)
         if response is not None:
@@ -297,9 +298,9 @@ class ConversationSession(RealtimeSession):
         params = event.get("response") or {}
         if not isinstance(params, dict):
             raise ClientEventError("'response' must be an object.", param="response")
-        self._start_response(params, auto=False)
+        self._start_response(params)
 
-    def _start_response(self, params: dict[str, Any], *, auto: bool) -> None:
+    def _start_response(self, params: dict[str, Any]) -> None:
         request = parse_response_request(
             params,
             self.config,
@@ -402,4 +403,4 @@ class ConversationSession(RealtimeSession):
             self._responses.cancels.append(response.id)
         self._output.finish(response, status, details, item_status=item_status)
         if self._responses.ended(response):
-            self._start_response({}, auto=True)
+            self._start_response({})

@@ -142,13 +142,18 @@ def heard_text(pieces: list[tuple[float, float, str]], cut_ms: float) -> str:
     return " ".join(words)
 
 
-def parse_truncation(item: dict[str, Any], event: dict[str, Any]) -> tuple[int, int]:
-    """The `content_index` and `audio_end_ms` of a `conversation.item.truncate` of `item`."""
+def parse_truncation(item: dict[str, Any], event: dict[str, Any], *, speaking_audio: bool = False) -> tuple[int, int]:
+    """The `content_index` and `audio_end_ms` of a `conversation.item.truncate` of `item`.
+
+    `speaking_audio`: the item is the audio answer still being generated. Its content is filled in only when
+    the answer ends, yet a client that stops playback mid-answer truncates exactly that item."""
     content_index = event.get("content_index", 0)
     audio_end_ms = event.get("audio_end_ms")
-    if item.get("role") != "assistant" or not any(p["type"] == "output_audio" for p in item["content"]):
+    has_audio = speaking_audio or any(p["type"] == "output_audio" for p in item["content"])
+    if item.get("role") != "assistant" or not has_audio:
         raise ClientEventError("Only assistant messages with audio can be truncated.", param="item_id")
-    if not isinstance(content_index, int) or not 0 <= content_index < len(item["content"]):
+    parts = max(len(item["content"]), 1 if speaking_audio else 0)
+    if isinstance(content_index, bool) or not isinstance(content_index, int) or not 0 <= content_index < parts:
         raise ClientEventError("Invalid 'content_index'.", param="content_index")
     if isinstance(audio_end_ms, bool) or not isinstance(audio_end_ms, int) or audio_end_ms < 0:
         raise ClientEventError("'audio_end_ms' must be a non-negative integer.", param="audio_end_ms")

@@ -125,7 +125,8 @@ def response_metadata(params: dict[str, Any]) -> dict[str, str] | None:
         )
     ):
         raise ClientEventError(
-            "'response.metadata' must map at most 16 string keys (64 characters) to strings (512 characters).",
+            f"'response.metadata' must map at most {MAX_METADATA} string keys (64 characters) to strings"
+            " (512 characters).",
             param="response.metadata",
         )
     return metadata
