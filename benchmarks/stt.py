@@ -6,11 +6,14 @@ clips, long: a reading of minutes, multi: other languages), in one run:
   its own defaults on the same weights (int8, beam 5, every core), and, on long audio, of faster-whisper's
   BatchedInferencePipeline;
 - the time for each file: the server's (upload, decoding and transcription) against plain sequential
-  faster-whisper's (decoding and transcription of the same file), which pads every window to 30 s;
+  faster-whisper's (decoding and transcription of the same file), which pads every window to 30 s; a long
+  file is timed `--long-runs` times on each side and its median counts (one run of a 4-minute reading
+  varied by 20% between runs on this shared machine);
 - on the first 60 s of the reading, how soon a streamed transcription sends its first delta, and how many
   deltas a 10 s stretch of it gets.
 
-Run: python benchmarks/stt.py [--models whisper-base whisper-tiny.en] [--sets en long multi] [--json out.json]
+Run: python benchmarks/stt.py [--models whisper-base whisper-tiny.en] [--sets en long multi] [--long-runs 3]
+     [--json out.json]
 Needs ../shared/data/dev-speech beside the repository. Run it alone on the machine: it reports timings.
 """
 
@@ -20,6 +23,7 @@ import argparse
 import io
 import json
 import os
+import statistics
 import tempfile
 import time
 import wave
@@ -55,6 +59,14 @@ class SetResult:
     batched_seconds: float = 0.0
     wrong_language: list[str] = field(default_factory=list)
     texts: dict[str, dict[str, str]] = field(default_factory=dict)
+    runs: dict[str, list[float]] = field(default_factory=dict)  # a long file's timings, per side
+
+
+def median_timed(runs: int, once: Callable[[], tuple[Any, float]]) -> tuple[Any, float, list[float]]:
+    """The first run's result, the median of `runs` runs' seconds, and every run's seconds."""
+    result, seconds = once()
+    times = [seconds] + [once()[1] for _ in range(runs - 1)]
+    return result, statistics.median(times), times
 
 
 def model_path(model: str) -> str:
@@ -104,7 +116,9 @@ def streamed(url: str, model: str, data: bytes) -> tuple[float, float, int]:
     return first, time.perf_counter() - start, deltas
 
 
-def run_server(model: str, sets: dict[str, list[dev_speech.Clip]], results: dict[str, SetResult]) -> dict[str, Any]:
+def run_server(
+    model: str, sets: dict[str, list[dev_speech.Clip]], results: dict[str, SetResult], long_runs: int
+) -> dict[str, Any]:
     log_path = Path(tempfile.gettempdir()) / f"voxserve-stt-bench-{os.getpid()}-{model}.log"
     print(f"[{model}] server (log: {log_path})", flush=True)
     with server(model, log_path) as (_proc, port):
@@ -115,11 +129,18 @@ def run_server(model: str, sets: dict[str, list[dev_speech.Clip]], results: dict
         for name, clips in sets.items():
             for clip in clips:
                 data = clip.path.read_bytes()
-                start = time.perf_counter()
-                out = client.audio.transcriptions.create(
-                    model=model, file=(clip.path.name, data), response_format="verbose_json"
-                )
-                results[name].server_seconds += time.perf_counter() - start
+
+                def once(data: bytes = data, filename: str = clip.path.name) -> tuple[Any, float]:
+                    start = time.perf_counter()
+                    out = client.audio.transcriptions.create(
+                        model=model, file=(filename, data), response_format="verbose_json"
+                    )
+                    return out, time.perf_counter() - start
+
+                out, seconds, times = median_timed(long_runs if name == "long" else 1, once)
+                results[name].server_seconds += seconds
+                if name == "long":
+                    results[name].runs.setdefault("vox", []).extend(times)
                 results[name].server += dev_speech.score(clip.text, out.text, clip.lang)
                 results[name].texts.setdefault(clip.id, {})["voxserve"] = out.text
                 if out.language != LANGUAGES.get(clip.lang, clip.lang):
@@ -130,7 +151,9 @@ def run_server(model: str, sets: dict[str, list[dev_speech.Clip]], results: dict
     return {"first_delta_s": first, "total_s": total, "deltas": deltas, "deltas_10s": short_deltas}
 
 
-def run_plain(model: str, sets: dict[str, list[dev_speech.Clip]], results: dict[str, SetResult]) -> None:
+def run_plain(
+    model: str, sets: dict[str, list[dev_speech.Clip]], results: dict[str, SetResult], long_runs: int
+) -> None:
     from faster_whisper import BatchedInferencePipeline, WhisperModel
 
     print(f"[{model}] plain faster-whisper", flush=True)
@@ -147,12 +170,19 @@ def run_plain(model: str, sets: dict[str, list[dev_speech.Clip]], results: dict[
     timed(lambda: fw.transcribe(str(warm.path), beam_size=5))
     for name, clips in sets.items():
         for clip in clips:
-            text, seconds = timed(lambda clip=clip: fw.transcribe(str(clip.path), beam_size=5))
+            runs = long_runs if name == "long" else 1
+            text, seconds, times = median_timed(
+                runs, lambda clip=clip: timed(lambda: fw.transcribe(str(clip.path), beam_size=5))
+            )
             results[name].plain_seconds += seconds
             results[name].plain += dev_speech.score(clip.text, text, clip.lang)
             results[name].texts[clip.id]["plain"] = text
             if name == "long":
-                text, seconds = timed(lambda clip=clip: batched.transcribe(str(clip.path), beam_size=5))
+                results[name].runs.setdefault("plain", []).extend(times)
+                text, seconds, times = median_timed(
+                    runs, lambda clip=clip: timed(lambda: batched.transcribe(str(clip.path), beam_size=5))
+                )
+                results[name].runs.setdefault("batch", []).extend(times)
                 results[name].batched_seconds += seconds
                 results[name].batched = (results[name].batched or dev_speech.Score(0, 0)) + dev_speech.score(
                     clip.text, text, clip.lang
@@ -180,6 +210,9 @@ def print_table(results: list[SetResult], streams: dict[str, dict[str, Any]]) ->
             f"{batched_wer:>9} {r.server_seconds / r.audio_seconds:>8.3f} {r.plain_seconds / r.audio_seconds:>9.3f} "
             f"{batched_rtf:>9} {speed:>22}  {accuracy} ({r.server.errors} vs {r.plain.errors} errors)"
         )
+        if r.runs:
+            timings = "; ".join(f"{side} {', '.join(f'{t:.2f}' for t in times)}" for side, times in r.runs.items())
+            print(f"{'':<24} long runs, seconds (median counts): {timings}")
         if r.wrong_language:
             print(f"{'':<24} language missed: {', '.join(r.wrong_language)}")
     print()
@@ -196,6 +229,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--sets", nargs="+", choices=dev_speech.SETS, default=list(dev_speech.SETS))
+    parser.add_argument("--long-runs", type=int, default=3, help="runs of each long file per side (median)")
     parser.add_argument("--json", type=Path, help="also write the figures and transcripts here")
     args = parser.parse_args()
     print(f"cores={os.cpu_count()}; plain faster-whisper: int8, beam 5, cpu_threads=all, its defaults otherwise")
@@ -206,8 +240,8 @@ def main() -> int:
         results = {
             name: SetResult(model, name, sum(dev_speech.seconds(c) for c in clips)) for name, clips in sets.items()
         }
-        streams[model] = run_server(model, sets, results)
-        run_plain(model, sets, results)
+        streams[model] = run_server(model, sets, results, args.long_runs)
+        run_plain(model, sets, results, args.long_runs)
         all_results += results.values()
     print_table(all_results, streams)
     if args.json:
@@ -223,6 +257,7 @@ def main() -> int:
                     "seconds_voxserve": r.server_seconds,
                     "seconds_plain": r.plain_seconds,
                     "seconds_batched": r.batched_seconds,
+                    "long_runs_seconds": r.runs,
                     "wrong_language": r.wrong_language,
                     "texts": r.texts,
                 }

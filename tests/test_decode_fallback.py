@@ -114,8 +114,9 @@ def test_conditioning_on_previous_text_restarts_after_a_deterministic_fallback()
     from tokenizers import Tokenizer as HfTokenizer
 
     from voxserve import bundled
+    from voxserve.engines.chunk_batches import Job
     from voxserve.engines.speech_chunks import Chunk
-    from voxserve.engines.whisper import DecoderSettings, TranscriptionRun, _Job
+    from voxserve.engines.whisper import DecoderSettings, TranscriptionRun
 
     tokenizer = Tokenizer(HfTokenizer.from_file(str(bundled.whisper_tiny_en_dir() / "tokenizer.json")), False)
     run = TranscriptionRun.__new__(TranscriptionRun)
@@ -123,7 +124,7 @@ def test_conditioning_on_previous_text_restarts_after_a_deterministic_fallback()
     run._tokenizer = tokenizer
     run._thresholds = Thresholds()
     run._previous = []
-    job = _Job(Chunk(0, 16000 * 4), 0)
+    job = Job(Chunk(0, 16000 * 4), 0)
     said = tokenizer.encode(" Hello there.")
     pieces, _ = run._split(job, Decoded(said, -0.3, 0.0, 1.2, 0.01, 0), 400)
     assert pieces and run._previous == said

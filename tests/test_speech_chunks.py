@@ -8,6 +8,7 @@ import numpy as np
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from voxserve.engines.chunk_coverage import worth_aligning
 from voxserve.engines.speech_chunks import (
     FRAME,
     SAMPLE_RATE,
@@ -52,6 +53,21 @@ def test_one_utterance_is_one_padded_chunk() -> None:
     [chunk] = plan_chunks(probs, total, DETECTION)
     assert abs(seconds(chunk.start) - 0.6) < 0.05
     assert abs(seconds(chunk.end) - 4.4) < 0.05
+    assert abs(chunk.speech_seconds - 3.0) < 0.05  # the padding is not speech
+
+
+def test_a_chunk_knows_how_much_of_it_is_speech() -> None:
+    probs = probs_from([(2, 0.9), (0.5, 0.0), (2, 0.9), (5, 0.0), (2, 0.9)])
+    chunks = plan_chunks(probs, len(probs) * FRAME, DETECTION)
+    assert [round(c.speech_seconds, 1) for c in chunks] == [4.0, 2.0]  # the 0.5 s pause is not speech
+
+
+def test_only_a_chunk_short_of_text_for_its_speech_is_aligned() -> None:
+    """The coverage check's alignment runs on every chunk until the input's own rate is known, then only
+    where a chunk's text is short for its speech beside that rate (or its speech is not known)."""
+    assert worth_aligning([15.0, 9.0], [15.0, 9.0]) == [True, True]  # too few chunks to know the rate
+    known = [15.0, 16.0, 14.5, 15.5, 13.0, 15.2]
+    assert worth_aligning([15.0, 14.5, 13.0, None], known) == [False, False, True, True]
 
 
 def test_short_pauses_stay_inside_a_chunk_and_long_silences_are_skipped() -> None:

@@ -21,7 +21,7 @@ from faster_whisper import WhisperModel
 from faster_whisper.tokenizer import Tokenizer
 
 from voxserve.audio.decode import STT_SAMPLE_RATE
-from voxserve.engines.chunk_coverage import uncovered_starts
+from voxserve.engines.chunk_coverage import uncovered_starts, worth_aligning
 from voxserve.engines.decode_fallback import Decoded
 from voxserve.engines.speech_chunks import Chunk
 from voxserve.transcript import Segment, Transcript, Word
@@ -125,6 +125,7 @@ class ChunkBatches(ABC):
         self.windows = 0
         self.coverage_checked = 0
         self.coverage_redone = 0
+        self._rates: list[float] = []  # characters per second of speech of the input's chunks (chunk_coverage)
 
     # -- what a subclass decides for one window ---------------------------------------------------
 
@@ -228,6 +229,9 @@ class ChunkBatches(ABC):
         eot = self._tokenizer.eot
         chosen = [i for i in items if jobs[i].continued == 0 and any(t < eot for t in results[i].tokens)]
         chosen = [i for i in chosen if not self._silent(results[i])]
+        rates = [self._rate(jobs[i].chunk, results[i].tokens) for i in chosen]
+        self._rates += [rate for rate in rates if rate is not None]
+        chosen = [i for i, check in zip(chosen, worth_aligning(rates, self._rates), strict=True) if check]
         if not chosen:
             return []
         starts = uncovered_starts(
@@ -250,6 +254,12 @@ class ChunkBatches(ABC):
             rest.append(Job(Chunk(chunk.start + round(said * STT_SAMPLE_RATE), chunk.end), jobs[i].slot, (), 1))
         self.coverage_redone += len(rest)
         return rest
+
+    def _rate(self, chunk: Chunk, tokens: list[int]) -> float | None:
+        if chunk.speech_seconds < 1.0:
+            return None
+        text = self._tokenizer.decode([t for t in tokens if t < self._tokenizer.eot])
+        return len(text.strip()) / chunk.speech_seconds
 
     def _release(self) -> None:
         """Turn held pieces into segments, in order, for every chunk that is completely decoded."""

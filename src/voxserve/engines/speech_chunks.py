@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -24,6 +24,8 @@ FRAME = 512  # samples per Silero VAD frame at 16 kHz (32 ms)
 class Chunk:
     start: int  # first sample
     end: int  # one past the last sample
+    # Samples of it the VAD heard as speech (0: not known, as for the rest of a chunk decoded again).
+    speech: int = field(default=0, compare=False)
 
     @property
     def seconds(self) -> float:
@@ -32,6 +34,10 @@ class Chunk:
     @property
     def offset(self) -> float:
         return self.start / SAMPLE_RATE
+
+    @property
+    def speech_seconds(self) -> float:
+        return self.speech / SAMPLE_RATE
 
 
 @dataclass(frozen=True)
@@ -135,7 +141,7 @@ def plan_chunks(
         if spans[last][1] - start > limit:
             # Speech with no pause for longer than a window: cut at its quietest moment near the end.
             cut = _quietest(probs, start + int(fill * limit), start + limit)
-            chunks.append(Chunk(start, cut))
+            chunks.append(Chunk(start, cut, _heard(spans, start, cut)))
             spans[first] = (cut, spans[first][1])
             forced_start = cut
             continue
@@ -146,9 +152,15 @@ def plan_chunks(
         if last + 1 < len(spans):
             # Padding stops at the middle of a pause: the next chunk owns the other half.
             end = min(end, (spans[last][1] + spans[last + 1][0]) // 2)
-        chunks.append(Chunk(start, min(end, total_samples, start + limit)))
+        end = min(end, total_samples, start + limit)
+        chunks.append(Chunk(start, end, _heard(spans, start, end)))
         first = last + 1
     return chunks
+
+
+def _heard(spans: list[tuple[int, int]], start: int, end: int) -> int:
+    """Samples of speech in [start, end)."""
+    return sum(max(0, min(e, end) - max(s, start)) for s, e in spans)
 
 
 def _best_cut(
@@ -245,4 +257,4 @@ class StagedPlan:
         self._probs = None
         first = self.first[0]
         chunks = plan_chunks(probs, self._audio.size, self._detection, self._policy)
-        return [Chunk(max(c.start, first.end), c.end) for c in chunks if c.end > first.end + FRAME]
+        return [replace(c, start=max(c.start, first.end)) for c in chunks if c.end > first.end + FRAME]

@@ -25,10 +25,8 @@ from faster_whisper.transcribe import get_suppressed_tokens
 
 from voxserve.audio.decode import STT_SAMPLE_RATE
 from voxserve.engines import decode_fallback, whisper_language
-from voxserve.engines.chunk_batches import Batch as _Batch
-from voxserve.engines.chunk_batches import ChunkBatches
-from voxserve.engines.chunk_batches import Job as _Job
-from voxserve.engines.decode_fallback import Decoded as _Decoded
+from voxserve.engines.chunk_batches import Batch, ChunkBatches, Job
+from voxserve.engines.decode_fallback import Decoded
 from voxserve.engines.decode_fallback import temperature_schedule as temperature_schedule
 from voxserve.engines.speech_chunks import Chunk, ChunkPolicy, Detection, StagedPlan
 from voxserve.errors import InvalidRequest
@@ -139,7 +137,7 @@ class TranscriptionRun(ChunkBatches):
         chunks: list[Chunk],
         transcript: Transcript,
         options: TranscribeOptions,
-        first: _Batch | None,
+        first: Batch | None,
         rest: Callable[[], list[Chunk]] | None = None,
     ) -> None:
         settings = _run_settings(engine.settings, len(chunks) == 1 and rest is None, options)
@@ -164,28 +162,28 @@ class TranscriptionRun(ChunkBatches):
         self.redone = 0
 
     def _redecode(
-        self, batch: _Batch, prompts: list[list[int]], results: list[_Decoded]
-    ) -> tuple[list[int], _Batch | None]:
+        self, batch: Batch, prompts: list[list[int]], results: list[Decoded]
+    ) -> tuple[list[int], Batch | None]:
         trimmed = batch.trimmed and not self._options.trimmed_only
         redo = [i for i, result in enumerate(results) if trimmed and self._unsure(result)]
         full = None
         if redo:
             # An unsure trimmed window is decoded again from Whisper's exact input, the full 30 s window.
-            full = _Batch(self._model, [batch.features[i] for i in redo], self._settings, full=True)
+            full = Batch(self._model, [batch.features[i] for i in redo], self._settings, full=True)
             self.windows += len(redo)
             self.redone += len(redo)
             for i, result in zip(redo, self._decode(full, [prompts[i] for i in redo]), strict=True):
                 results[i] = result
         return redo, full
 
-    def _unsure(self, result: _Decoded) -> bool:
+    def _unsure(self, result: Decoded) -> bool:
         if result.fallback > 0 or self._settings.min_window_frames:  # a clip's longer window is kept unless it failed
             return result.fallback > 0
         return result.avg_logprob < self._settings.trim_trust_logprob and not self._silent(result)
 
     # -- decoding ----------------------------------------------------------------------------------
 
-    def _prompt(self, job: _Job) -> list[int]:
+    def _prompt(self, job: Job) -> list[int]:
         tokenizer = self._tokenizer
         context = self._previous if self._settings.condition_on_previous_text else list(job.context)
         previous = (self._prompt_tokens + context)[-(self._model.max_length // 2 - 1) :]
@@ -194,7 +192,7 @@ class TranscriptionRun(ChunkBatches):
             return [*prompt, *tokenizer.sot_sequence, tokenizer.no_timestamps]
         return prompt + list(tokenizer.sot_sequence)
 
-    def _decode(self, batch: _Batch, prompts: list[list[int]]) -> list[_Decoded]:
+    def _decode(self, batch: Batch, prompts: list[list[int]]) -> list[Decoded]:
         """Beam search for every window, then the fallback (`decode_fallback`) for those that fail."""
 
         def generate(indices: list[int], window_prompts: list[list[int]], options: dict[str, Any]) -> list[Any]:
@@ -224,10 +222,10 @@ class TranscriptionRun(ChunkBatches):
         self.fallbacks += fallbacks
         return results
 
-    def _silent(self, result: _Decoded) -> bool:
+    def _silent(self, result: Decoded) -> bool:
         return self._thresholds.silent(result)
 
-    def _split(self, job: _Job, result: _Decoded, content_frames: int) -> tuple[list[dict[str, Any]], _Job | None]:
+    def _split(self, job: Job, result: Decoded, content_frames: int) -> tuple[list[dict[str, Any]], Job | None]:
         """The window's segments by Whisper's timestamp tokens (in seconds from the input's start), and
         the rest of the chunk to decode next if Whisper stopped before its end."""
         if self._silent(result):
@@ -247,7 +245,7 @@ class TranscriptionRun(ChunkBatches):
             start = job.chunk.start + round(resume * STT_SAMPLE_RATE)
             if resume > 0 and start < job.chunk.end - HOP and job.continued < _MAX_CONTINUATIONS:
                 context = (*job.context, *tokens[: cuts[-1]]) if self._settings.continuation_context else ()
-                continuation = _Job(Chunk(start, job.chunk.end), job.slot, context, job.continued + 1)
+                continuation = Job(Chunk(start, job.chunk.end), job.slot, context, job.continued + 1)
             pieces = [tokens[a:b] for a, b in itertools.pairwise(bounds)]
         else:
             pieces = [tokens[a:b] for a, b in itertools.pairwise([*bounds, len(tokens)])]
@@ -351,13 +349,13 @@ class WhisperEngine:
                 )
 
     def _detect_language(
-        self, features: np.ndarray, first: _Batch, trimmed_only: bool, beam_size: int
-    ) -> tuple[str, float, _Batch]:
+        self, features: np.ndarray, first: Batch, trimmed_only: bool, beam_size: int
+    ) -> tuple[str, float, Batch]:
         """The first chunk's language, its probability, and the encoding to decode it from (`whisper_language`)."""
-        encoded: list[_Batch] = []
+        encoded: list[Batch] = []
 
         def full() -> Callable[[int], Any]:
-            encoded.append(_Batch(self.model, [features], self.settings, full=True))
+            encoded.append(Batch(self.model, [features], self.settings, full=True))
             return lambda copies: encoded[0].subset([0] * copies)
 
         allowed = first.trimmed and not trimmed_only
@@ -383,7 +381,7 @@ class WhisperEngine:
             # The first window's encoding serves both language detection and decoding.
             features = self.model.feature_extractor(audio[chunks[0].start : chunks[0].end])[..., :-1]
             settings = _run_settings(self.settings, len(chunks) == 1 and not plan.pending, options)
-            first = _Batch(self.model, [features], settings)
+            first = Batch(self.model, [features], settings)
             if language is None:
                 language, probability, first = self._detect_language(
                     features, first, options.trimmed_only, options.beam_size
