@@ -188,6 +188,23 @@ def test_split_sentences_first_piece() -> None:
     ]
 
 
+def test_the_first_piece_ends_with_its_last_token() -> None:
+    # A clause or sentence of a few words is complete at its punctuation: no wait for the next token's space.
+    assert split_sentences("People like dogs because they are loyal,", first_clause=True) == (
+        ["People like dogs because they are loyal,"],
+        "",
+    )
+    assert split_sentences("Paris is the capital of France.", first_clause=True) == (
+        ["Paris is the capital of France."],
+        "",
+    )
+    # ...but not where the text may go on: a number, an initial, an abbreviation, a short start.
+    for unfinished in ("It costs about 1,", "It costs about 3.", "She lives in the U.", "Some are pets, e.g.", "Yes,"):
+        assert split_sentences(unfinished, first_clause=True) == ([], unfinished)
+    # Later sentences still wait for the space (only the first piece's latency matters).
+    assert split_sentences("Paris is the capital of France.") == ([], "Paris is the capital of France.")
+
+
 def test_voice_instructions_only_without_a_system_or_developer_message() -> None:
     user = [{"role": "user", "content": "Hi"}]
     assert with_voice_instructions(user, "Be brief.") == [{"role": "system", "content": "Be brief."}, *user]

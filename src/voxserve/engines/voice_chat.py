@@ -32,6 +32,17 @@ def _matches(fmt: str, data: bytes) -> bool:
     return data[:3] == b"ID3" or (len(data) > 1 and data[0] == 0xFF and data[1] & 0xE0 == 0xE0)
 
 
+def question_options(beam_size: int) -> TranscribeOptions:
+    """How a spoken question is transcribed (benchmarks/chat.py times the same).
+
+    One short window, the audio plus 3 s: never Whisper's full 30 s, whose attention buffers set the
+    server's peak memory (every default model loaded, 24 spoken chats: 1108 -> 1047 MiB), nor a clip's
+    15 s window. On 2 x 24 espeak-ng questions the 15 s window cost 0.14 s more per question (0.33 s
+    against 0.19 s) and the model answered 17 + 20 right against 19 + 20; the 30 s re-decode, 18 + 18.
+    """
+    return TranscribeOptions(beam_size=beam_size, trimmed_only=True)
+
+
 @dataclass
 class PreparedMessages:
     messages: list[dict[str, Any]]
@@ -51,12 +62,7 @@ class VoiceChat:
     async def _transcribe(self, data: bytes, param: str) -> tuple[str, float]:
         spec = self.stt.resolve(self.stt_model)
         try:
-            # A spoken question is one short window: never encode it again at Whisper's full 30 s. That
-            # encode's attention buffers set the server's peak memory (every default model loaded, 24
-            # spoken chats: 1108 -> 1047 MiB), and on 2 x 24 espeak-ng questions the trimmed decode heard
-            # 33 exactly against 31, and the model answered 19 + 19 right against 18 + 18.
-            options = TranscribeOptions(beam_size=self.stt_beam_size, trimmed_only=True)
-            transcript = await self.stt.transcribe(spec, io.BytesIO(data), options)
+            transcript = await self.stt.transcribe(spec, io.BytesIO(data), question_options(self.stt_beam_size))
         except InvalidRequest as exc:
             raise InvalidRequest(f"{param}: {exc.message}", param=param, code=exc.code) from exc
         return transcript.text, transcript.duration
