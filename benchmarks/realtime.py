@@ -242,7 +242,7 @@ def denoise_section(count: int) -> None:
 
 # Live-delta policies compared for accuracy (name -> SessionEnv changes): live decodes greedy or with
 # beam 5, a word sent once `aN` successive decodes agree and it is not among the last `hN` words. The
-# server's default is beam5-a2-h2 (greedy-a3-h2 until pass 6): a live decode every 250 ms of new audio from 700 ms on, every 500 ms
+# server's default is greedy-a3-h2: a live decode every 250 ms of new audio from 700 ms on, every 500 ms
 # once the turn is 2.5 s long ("-slow": every 500 ms throughout, as pass 2; "-quick500": from 500 ms on;
 # "-lang90": a decode that detected its own language counts only when 90% sure of it, not 80%).
 # "final-only" sends no live deltas: what is left between it and REST is the audio path (VAD cut, padding,
@@ -597,7 +597,7 @@ def main() -> None:
     parser.add_argument("--parity-clips", type=int, default=24)
     parser.add_argument(
         "--variants",
-        default="final-only,final-only-no-audio-context,beam5-a2-h2,greedy-a3-h2",
+        default="final-only,final-only-no-audio-context,greedy-a3-h2,greedy-a3-h2-no-live-audio-context",
         help=f"live-delta policies to compare: {', '.join(VARIANTS)}",
     )
     parser.add_argument("--skip-parity", action="store_true")

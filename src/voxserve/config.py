@@ -162,9 +162,7 @@ class Settings(BaseSettings):
     realtime_session_seconds: int = 3600  # a session's longest life (OpenAI: 60 minutes)
     realtime_live_deltas: bool = True  # transcription deltas while the user is still speaking
     realtime_partial_interval_ms: int = 500  # new audio between two live decodes of an utterance
-    # Live decodes search as the final one does (beam 5): two agreeing ones then suffice, first words ~0.25 s
-    # sooner at the same WER as three greedy ones (benchmarks/realtime.py).
-    realtime_partial_beam_size: int = 5
+    realtime_partial_beam_size: int = 1  # live decodes are greedy; the final one uses `beam_size`
     # True: a live word goes out once 2 live decodes agree on it with word probabilities >= 0.6 (3
     # otherwise, each >= 0.3): first words ~0.15 s sooner, ~0.5 WER points worse (benchmarks/realtime.py).
     # False: once 3 live decodes agree

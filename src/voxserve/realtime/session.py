@@ -81,9 +81,9 @@ class SessionEnv:
     # for `live_agreement` of them: they come this often until the turn is `partial_quick_until_ms` long.
     partial_quick_interval_ms: int = 250
     partial_quick_until_ms: int = 2500
-    # A live decode's words are sent once this many successive decodes agree on them, short of the newest
-    # decode's last `live_hold_back_words` (see `LiveTranscript`); 2 with beam-5 live decodes (as the final's).
-    live_agreement: int = 2
+    # A live decode's words are sent once this many successive decodes agree on them, short of the
+    # newest decode's last `live_hold_back_words` (see `LiveTranscript`).
+    live_agreement: int = 3
     live_hold_back_words: int = 2
     # Agreement weighted by Whisper's word probabilities (live decodes then time their words: the
     # alignment pass gives each word's probability): a word `live_sure_agreement` successive decodes
