@@ -96,7 +96,8 @@ async def _session(port: int, audio: np.ndarray, turns: int, results: dict[str, 
         if "delta" in marks and "speech_started" in marks:
             results["first_delta"].append(marks["delta"] - marks["speech_started"])
         results["turns"].append(1.0)
-    results["missing"].append(float(turns - sum("completed" in m for m in arrivals.values())))
+    # (Server VAD may cut an utterance into two turns: more turns than utterances is not a turn missing.)
+    results["missing"].append(float(max(0, turns - sum("completed" in m for m in arrivals.values()))))
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -293,6 +294,10 @@ VARIANTS: dict[str, dict[str, object]] = {
     "greedy-sure60-floor30-q200": {**_WEIGHTED, "partial_quick_interval_ms": 200},
     "greedy-a3-h2-q200": {**_A3H2, "partial_quick_interval_ms": 200},
     "greedy-a3-h2-no-live-audio-context": {**_A3H2, "live_audio_context": False},
+    # Pass 6: beam5-a2-h2 sent the first word 0.26 s sooner (in-process median; 1.24 s on the server) at
+    # 1 word in 411 more than greedy-a3-h2, but on a real server two beam-5 decodes locked in "When is
+    # elapsed" for "When is a lobster" (tests/test_realtime.py::test_server_vad_turns_match_rest, 5 errors
+    # against REST's 1): not the default.
     "beam5-a2-h1": {**_PLAIN, "partial_beam_size": 5, "live_agreement": 2, "live_hold_back_words": 1},
     "beam5-a2-h2": {**_PLAIN, "partial_beam_size": 5, "live_agreement": 2, "live_hold_back_words": 2},
 }
@@ -596,7 +601,7 @@ def main() -> None:
     parser.add_argument("--parity-clips", type=int, default=24)
     parser.add_argument(
         "--variants",
-        default="final-only,final-only-no-audio-context,greedy-a3-h2,greedy-a3-h2-no-live-audio-context",
+        default="final-only,final-only-no-audio-context,greedy-a3-h2,beam5-a2-h2",
         help=f"live-delta policies to compare: {', '.join(VARIANTS)}",
     )
     parser.add_argument("--skip-parity", action="store_true")

@@ -490,6 +490,48 @@ def test_live_decodes_of_a_turn_after_a_short_pause(live_context: bool) -> None:
     assert done == ["Hello there,", "general Kenobi."] if live_context else len(done) == 2
 
 
+@pytest.mark.parametrize("model", ["gpt-4o-transcribe", "whisper-1"])
+def test_usage_of_a_turn_decoded_after_the_previous_turns_counts_its_own_audio_and_words(model: str) -> None:
+    session = TranscriptionSession(_env(live_deltas=False))
+    session.start()
+    update = {"type": "session.update", "session": {"audio": {"input": {"transcription": {"model": model}}}}}
+    session.receive(json.dumps(update))
+    replies = {(): "one two", ("one", "two"): "one two three four five six"}
+
+    def decode(job: DecodeJob) -> Transcript:
+        text = replies[job.context_words]
+        tokens = list(range(len(text.split()) * 2))  # two tokens a word
+        return Transcript(
+            "transcribe",
+            "en",
+            job.audio.size / 16000,
+            [Segment(0, 0, 0.0, 1.0, " " + text, tokens, 0.0, -0.1, 1.0, 0.0)],
+            5,
+        )
+
+    _append(session, 0.5, loud=False)
+    jobs: list[DecodeJob] = []
+    for seconds, loud in [(1.5, True), (0.7, False), (1.0, True), (1.0, False)]:
+        for _ in range(round(seconds * 10)):
+            _append(session, 0.1, loud=loud)
+            while batch := session.take_jobs():
+                for job in batch:
+                    jobs.append(job)
+                    session.decoded(job, decode(job))
+    assert [j.context_words for j in jobs] == [(), ("one", "two")]
+    own_seconds = jobs[1].audio.size / 16000 - jobs[0].audio.size / 16000  # the second turn's audio alone
+    completed = [e for e in session.take_events() if e["type"].endswith("transcription.completed")]
+    assert [e["transcript"] for e in completed] == ["one two", "three four five six"]
+    usage = completed[1]["usage"]
+    if model.startswith("gpt-"):
+        audio = math.ceil(own_seconds * 10)
+        assert usage["input_token_details"] == {"text_tokens": 5, "audio_tokens": audio}
+        assert usage["output_tokens"] == 8  # its 4 words, not the 6 the joint decode read
+        assert usage["input_tokens"] == audio + 5 and usage["total_tokens"] == audio + 13
+    else:
+        assert usage == {"type": "duration", "seconds": pytest.approx(own_seconds, abs=0.001)}
+
+
 def test_after_context_cuts_the_earlier_turns_reading_and_keeps_timed_words() -> None:
     out = after_context(_timed(("Alone.", 0.9), ("yes", 0.8), ("sir", 0.7)), ("alone",), sentence=True)
     assert out is not None and out.text.strip() == "Yes sir"

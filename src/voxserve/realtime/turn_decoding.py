@@ -207,7 +207,7 @@ def after_context(transcript: Transcript, context: tuple[str, ...], sentence: bo
         0.0,
         transcript.duration,
         text,
-        [t for s in transcript.segments for t in s.tokens],  # what the decode produced (usage)
+        own_tokens([t for s in transcript.segments for t in s.tokens], transcript.text, text),
         head.temperature if head else 0.0,
         head.avg_logprob if head else 0.0,
         head.compression_ratio if head else 0.0,
@@ -222,6 +222,17 @@ def after_context(transcript: Transcript, context: tuple[str, ...], sentence: bo
         transcript.prompt_tokens,
         transcript.language_probability,
     )
+
+
+def own_tokens(tokens: list[int], whole: str, own: str) -> list[int]:
+    """The last of a decode's `tokens` (of its text `whole`) that spell its tail `own`, by their share
+    of the characters: a turn's usage counts its own words, not the earlier turns' read before them
+    (the session has no tokenizer; Whisper's BPE gives English about 4 characters a token either side)."""
+    whole, own = whole.strip(), own.strip()
+    if not own or not whole:
+        return []
+    count = min(len(tokens), max(1, round(len(tokens) * len(own) / len(whole))))
+    return tokens[len(tokens) - count :]
 
 
 def _capitalized(text: str) -> str:
