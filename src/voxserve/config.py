@@ -120,6 +120,11 @@ class Settings(BaseSettings):
     # A chunk of long audio is cut at a pause that leaves it at least this full (of 30 s): fuller windows
     # mean fewer encoder passes and beam searches (dev-speech's 231 s reading: 11 windows at 0.5, 9 at 0.9).
     whisper_chunk_min_fill: float = 0.9
+    # Encode and decode one full batch of 30 s windows of silence at load. The first long inputs of a process
+    # then run faster (tiny.en, 231 s reading: ~0.4-0.6 s of ~5.4 s), but the process keeps the batch's memory
+    # paged in (whisper-base: resident +85 MiB, peak +336 MiB at load), which breaks the 1.2 GB peak with
+    # every default model loaded (1,181 MiB measured). Off by default; for servers that mostly get long audio.
+    whisper_warm_up: bool = False
 
     # Admission control for the speech-to-text engine
     stt_concurrency: int = 2

@@ -36,6 +36,7 @@ def _whisper_spec(settings: Settings, model_id: str, locate: Callable[[], Path |
                 ),
                 batch_size=settings.whisper_batch_size,
             ),
+            warm_up=settings.whisper_warm_up,
         )
 
     return ModelSpec(id=model_id, kind="stt", loader=load, created=_CREATED)

@@ -310,7 +310,7 @@ class WhisperEngine:
         num_workers: int = 1,
         trim_padding: bool = True,
         settings: DecoderSettings | None = None,
-        warm_up: bool = True,
+        warm_up: bool = False,
     ) -> WhisperEngine:
         model = WhisperModel(
             path_or_repo,
