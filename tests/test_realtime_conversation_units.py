@@ -14,7 +14,7 @@ from tests.test_realtime_units import _append, _env, _run_jobs
 from voxserve.engines.spoken_reply import AudioPiece, ReplyDone, TextDelta
 from voxserve.errors import InvalidRequest
 from voxserve.realtime.chat_history import bound_history, items_to_messages
-from voxserve.realtime.conversation import ConversationEnv, ConversationSession
+from voxserve.realtime.conversation import ConversationEnv, ConversationSession, ResponseJob
 from voxserve.realtime.conversation_config import ConversationConfig, parse_conversation_update
 from voxserve.realtime.conversation_items import heard_text
 from voxserve.realtime.errors import ClientEventError
@@ -90,15 +90,21 @@ def test_a_vad_turn_starts_a_response_once_its_words_are_known() -> None:
     assert session.items[-1]["content"] == [{"type": "output_audio", "transcript": "It is noon."}]
 
 
-def test_barge_in_cancels_and_truncates_to_what_was_played() -> None:
-    clock = Clock()
-    session = _session(clock=clock)
+def _story_being_spoken(session: ConversationSession) -> ResponseJob:
+    """A response whose 2 s of audio (two sentences) were sent and which is still generating."""
     _send(session, {"type": "conversation.item.create", "item": _user("Tell a story.")})
     _send(session, {"type": "response.create"})
     (job,) = session.take_responses()
     session.reply_event(job.response_id, TextDelta("One two three four. Five six seven eight."))
     session.reply_event(job.response_id, AudioPiece(_pcm(1000), "One two three four.", 0.0, 1000.0))
     session.reply_event(job.response_id, AudioPiece(_pcm(1000), "Five six seven eight.", 1000.0, 1000.0))
+    return job
+
+
+def test_barge_in_cancels_and_truncates_to_what_was_played() -> None:
+    clock = Clock()
+    session = _session(clock=clock)
+    job = _story_being_spoken(session)
     _events(session)
     clock.now += 1.5  # the client has played 1.5 s of the 2 s sent
     _append(session, 0.2, loud=False)
@@ -119,12 +125,7 @@ def test_barge_in_cancels_and_truncates_to_what_was_played() -> None:
 def test_client_truncates_the_answer_still_being_spoken() -> None:
     """Client-side interruption: the client stops playback mid-answer and truncates the item being generated."""
     session = _session()
-    _send(session, {"type": "conversation.item.create", "item": _user("Tell a story.")})
-    _send(session, {"type": "response.create"})
-    (job,) = session.take_responses()
-    session.reply_event(job.response_id, TextDelta("One two three four. Five six seven eight."))
-    session.reply_event(job.response_id, AudioPiece(_pcm(1000), "One two three four.", 0.0, 1000.0))
-    session.reply_event(job.response_id, AudioPiece(_pcm(1000), "Five six seven eight.", 1000.0, 1000.0))
+    job = _story_being_spoken(session)
     item_id = next(e for e in _events(session) if e["type"] == "response.output_item.added")["item"]["id"]
     _send(session, {"type": "conversation.item.truncate", "item_id": item_id, "content_index": 1,
                     "audio_end_ms": 500})  # fmt: skip
