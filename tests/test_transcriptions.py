@@ -426,3 +426,34 @@ def test_a_short_clip_is_encoded_once_at_the_short_window(monkeypatch: pytest.Mo
     text = run.run_to_end().text
     assert run.fallbacks == 0 and frames == [DecoderSettings().short_window_frames], frames
     assert wer(clip.text, text) <= 0.2, text
+
+
+def test_warm_up_is_opt_in_and_leaves_the_text_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`VOXSERVE_WHISPER_WARM_UP` (off by default: it holds memory) warms the engine at load, and a warmed
+    engine reads a clip exactly as it did before."""
+    import sys
+
+    from voxserve.bundled import whisper_tiny_en_dir
+    from voxserve.config import Settings
+    from voxserve.engines.catalog import _whisper_spec
+    from voxserve.engines.whisper import TranscribeOptions, WhisperEngine
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import dev_speech
+
+    warmed: list[WhisperEngine] = []
+    real_warm_up = WhisperEngine.warm_up
+
+    def counting(self: WhisperEngine) -> None:
+        warmed.append(self)
+        real_warm_up(self)
+
+    monkeypatch.setattr(WhisperEngine, "warm_up", counting)
+    cold = _whisper_spec(Settings(cpu_threads=2), "whisper-tiny.en", whisper_tiny_en_dir).loader()
+    assert warmed == []
+    clip = min(dev_speech.clips(sets=["en"]), key=lambda c: c.duration)
+    before = cold.start(clip.audio, TranscribeOptions()).run_to_end().text
+    cold.warm_up()
+    assert cold.start(clip.audio, TranscribeOptions()).run_to_end().text == before
+    hot = _whisper_spec(Settings(cpu_threads=2, whisper_warm_up=True), "whisper-tiny.en", whisper_tiny_en_dir).loader()
+    assert warmed == [cold, hot]
