@@ -195,8 +195,8 @@ class ChunkBatches(ABC):
             pieces.append(job_pieces)
             if continuation is not None:
                 continuations.append(continuation)
+        kept = [i for i in range(len(jobs)) if i not in redo]  # results of this batch's own encoding
         if self._text_only and self._settings.coverage_check:
-            kept = [i for i in range(len(jobs)) if i not in redo]
             continuations += self._uncovered(batch, kept, jobs, results, pieces)
             if full is not None:
                 continuations += self._uncovered(
@@ -207,7 +207,6 @@ class ChunkBatches(ABC):
                     [pieces[i] for i in redo],
                 )
         if self._options.word_timestamps:
-            kept = [i for i in range(len(jobs)) if i not in redo]
             self._align(batch, kept, [pieces[i] for i in kept])
             if full is not None:
                 self._align(full, list(range(len(redo))), [pieces[i] for i in redo])
