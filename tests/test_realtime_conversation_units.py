@@ -11,6 +11,7 @@ import pytest
 from tests.realtime_conversation_tools import AUDIO_REPLY
 from tests.realtime_tools import validate
 from tests.test_realtime_units import _append, _env, _run_jobs
+from voxserve.audio.input_stream import InputAudioStream
 from voxserve.engines.spoken_reply import AudioPiece, ReplyDone, TextDelta
 from voxserve.errors import InvalidRequest
 from voxserve.realtime.chat_history import bound_history, items_to_messages
@@ -19,6 +20,7 @@ from voxserve.realtime.conversation_config import ConversationConfig, parse_conv
 from voxserve.realtime.conversation_items import heard_text
 from voxserve.realtime.errors import ClientEventError
 from voxserve.realtime.protocol import Dialect
+from voxserve.realtime.transcription import TranscriptionSession
 
 
 class Clock:
@@ -230,3 +232,31 @@ def test_a_turn_that_was_only_noise_gets_no_answer() -> None:
     assert not session.take_responses()
     done = next(e for e in _events(session) if e["type"] == "response.done")["response"]
     assert done["status"] == "cancelled" and done["output"] == []
+
+
+def test_noise_reduction_is_refused_where_the_denoiser_cannot_start() -> None:
+    """Both session kinds answer a `noise_reduction` the server cannot run with an error, and keep going."""
+
+    def no_denoiser(fmt: str, denoise: bool) -> InputAudioStream:
+        if denoise:
+            raise RuntimeError("RNNoise is not installed")
+        return InputAudioStream(fmt, denoise)
+
+    env = dataclasses.replace(_env(live_deltas=False), input_stream=no_denoiser)
+    transcription = TranscriptionSession(env, Dialect.GA)
+    conversation = ConversationSession(
+        env, ConversationEnv(resolve_voice=_voice, default_instructions="Speak briefly.", chat_model="qwen"), Dialect.GA
+    )
+    for session, body in (
+        (transcription, {"type": "transcription", "audio": {"input": {"noise_reduction": {"type": "near_field"}}}}),
+        (conversation, {"type": "realtime", "audio": {"input": {"noise_reduction": {"type": "near_field"}}}}),
+    ):
+        session.start()
+        _events(session)
+        _send(session, {"type": "session.update", "session": body, "event_id": "evt_1"})
+        (error,) = _events(session)
+        assert error["type"] == "error", error
+        assert error["error"]["param"] == "session.noise_reduction" and error["error"]["event_id"] == "evt_1"
+        assert "not available" in error["error"]["message"]
+        _send(session, {"type": "session.update", "session": {"type": body["type"]}})
+        assert [e["type"] for e in _events(session)] == ["session.updated"]

@@ -43,7 +43,7 @@ from voxserve.realtime.response_output import ResponseOutput
 from voxserve.realtime.response_params import parse_response_request
 from voxserve.realtime.response_state import Response, Responses, chat_request, response_usage
 from voxserve.realtime.session import RealtimeSession, SessionEnv
-from voxserve.realtime.transcription import TranscriptionSession
+from voxserve.realtime.transcription import check_denoise
 from voxserve.realtime.turn_decoding import ItemTranscript
 
 log = logging.getLogger(__name__)
@@ -193,7 +193,7 @@ class ConversationSession(RealtimeSession):
         )
         self._check_voice(updated.voice, "session.voice" if "voice" in body else "session.audio.output.voice")
         if updated.input.noise_reduction is not None and self.config.input.noise_reduction is None:
-            TranscriptionSession._check_denoise(self, "session.")  # type: ignore[arg-type]
+            check_denoise(self.env, "session.")
         self.config = updated
         self._effective_input = self._with_transcription(updated.input)
         self._configure_input()

@@ -75,21 +75,23 @@ class TranscriptionSession(RealtimeSession):
         nested = "audio.input.transcription" if not _is_flat(body) else "input_audio_transcription"
         self._check_transcription(updated.input.transcription, where + nested)
         if updated.input.noise_reduction is not None and self.config.input.noise_reduction is None:
-            self._check_denoise(where)
+            check_denoise(self.env, where)
         self.config = updated
         self._configure_input()
         self.outbox.append(self.events.session_updated(self.session_object()))
 
-    def _check_denoise(self, where: str) -> None:
-        try:
-            probe = self.env.input_stream("pcm16", True)
-        except Exception as exc:
-            raise ClientEventError(
-                f"Noise reduction is not available on this server: {exc}.",
-                code="unsupported_value",
-                param=f"{where}noise_reduction",
-            ) from exc
-        probe.close()
+
+def check_denoise(env: SessionEnv, where: str) -> None:
+    """Refuse `noise_reduction` (param `{where}noise_reduction`) when the denoiser cannot start here."""
+    try:
+        probe = env.input_stream("pcm16", True)
+    except Exception as exc:
+        raise ClientEventError(
+            f"Noise reduction is not available on this server: {exc}.",
+            code="unsupported_value",
+            param=f"{where}noise_reduction",
+        ) from exc
+    probe.close()
 
 
 def _is_flat(body: Any) -> bool:
