@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from voxserve.realtime.conversation_items import public_item
 from voxserve.realtime.protocol import Dialect, EventFactory
 
 _BETA_CONTENT = {"output_text": "text", "output_audio": "audio"}
@@ -116,7 +117,7 @@ class ConversationEvents(EventFactory):
 
 
 def _copy(item: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in item.items() if not k.startswith("_")}  # the session's bookkeeping stays home
+    out = public_item(item)
     if "content" in out:
         out["content"] = [dict(part) for part in out["content"]]
     return out
