@@ -128,9 +128,16 @@ def test_control_characters_are_cleaned_before_any_byte(server: Server, text: st
 
 
 def test_nul_between_words_speaks_both(server: Server) -> None:
-    both = decoded_seconds(_speech(server, "hello\x00world", stream=False).content)
-    one = decoded_seconds(_speech(server, "hello", stream=False).content)
-    assert both > one * 1.4, (both, one)
+    # Heard back rather than timed: Piper's durations are stochastic (its noise scales), and a bound on
+    # "hello\x00world" against "hello" alone failed once in 0.778 s against 0.780.
+    spoken = _speech(server, "hello\x00world", stream=False).content
+    files = {"file": ("nul.wav", spoken, "audio/wav")}
+    response = httpx.post(
+        f"{server.base_url}/v1/audio/transcriptions", data={"model": "whisper-1"}, files=files, timeout=60
+    )
+    assert response.status_code == 200, response.text
+    heard = response.json()["text"].lower()
+    assert "hello" in heard and "world" in heard, heard
 
 
 @pytest.mark.parametrize("stream", [True, False], ids=["streamed", "whole"])
