@@ -43,15 +43,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.chat_tools import Question, espeak_wav, is_right, normalize, questions
 
 # A second set of questions written after the sampling defaults were chosen on the first: a change that
-# helps only the first set is tuned to it (acceptance asks other questions). Run on the default model.
-FRESH_QUESTIONS = Path(__file__).resolve().parents[1] / "tests" / "data" / "spoken_questions_fresh.json"
-
-
-def fresh_questions() -> list[Question]:
-    return [
-        Question(q["question"], tuple(q["expect"]), tuple(q.get("reject", ())))
-        for q in json.loads(FRESH_QUESTIONS.read_text())
-    ]
+# helps only the first set is tuned to it (acceptance asks other questions). A third, held-out set is never
+# tuned on: it only says whether a change kept for the first two also holds elsewhere. Both run on the
+# default model.
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
+FRESH_QUESTIONS = DATA / "spoken_questions_fresh.json"
+HELD_OUT_QUESTIONS = DATA / "spoken_questions_held_out.json"
 
 
 MODEL, VOICE = "gpt-4o-audio-preview", "alloy"
@@ -381,7 +378,8 @@ def main() -> int:
     # The default model first: the peak RSS is read before any opt-in model is loaded.
     models = sorted(models, key=lambda m: m != settings.default_chat_model)
     clips = [(q, espeak_wav(q.question)) for q in questions()]
-    fresh = [(q, espeak_wav(q.question)) for q in fresh_questions()]
+    fresh = [(q, espeak_wav(q.question)) for q in questions(FRESH_QUESTIONS)]
+    held_out = [(q, espeak_wav(q.question)) for q in questions(HELD_OUT_QUESTIONS)]
     print(f"cores={os.cpu_count()} chat_threads={settings.chat_threads} chat_context={settings.chat_context} "
           f"tts_threads={settings.tts_threads} cpu_threads={settings.effective_cpu_threads}")  # fmt: skip
     clip, figures = in_process(settings, args.runs)
@@ -409,6 +407,7 @@ def main() -> int:
             results.append(quality(client, model, clips))
             if model == settings.default_chat_model:
                 results.append(quality(client, model, fresh, " (fresh)"))
+                results.append(quality(client, model, held_out, " (held-out)"))
         figures.setdefault("rss_default_mib", peak_rss_mib(proc.pid))
         # After the peak above (read over spoken chats only, as in earlier passes): this transcribes through
         # /v1/audio/transcriptions, whose clip window (at least 15 s) raises the server's peak by itself.

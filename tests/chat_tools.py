@@ -41,10 +41,9 @@ class Question:
     reject: tuple[str, ...] = ()  # ...and none of these, which hold an expected word ("ice cream" for "ice")
 
 
-def questions() -> list[Question]:
+def questions(path: Path = QUESTIONS_FILE) -> list[Question]:
     return [
-        Question(q["question"], tuple(q["expect"]), tuple(q.get("reject", ())))
-        for q in json.loads(QUESTIONS_FILE.read_text())
+        Question(q["question"], tuple(q["expect"]), tuple(q.get("reject", ()))) for q in json.loads(path.read_text())
     ]
 
 

@@ -70,7 +70,12 @@ def speakable(text: str) -> str:
 
 def with_voice_instructions(messages: list[dict[str, Any]], instructions: str) -> list[dict[str, Any]]:
     """`messages` with the spoken-answer instruction first, unless they carry their own system or
-    developer message (or the instruction is empty)."""
+    developer message (or the instruction is empty).
+
+    A system message, measured against the instruction next to the question (Qwen2.5-Coder-0.5B, 2 x 24
+    questions, right typed / spoken): system 21/19 + 22/20; after the question 20/19 + 18/16; after it with
+    an empty system message 20/19 + 17/14; in both places 20/18 + 21/19. Telling the model the question
+    came through speech recognition fixed no misheard question and cost up to 10 typed answers."""
     if not instructions or any(m.get("role") in ("system", "developer") for m in messages):
         return messages
     return [{"role": "system", "content": instructions}, *messages]
