@@ -261,6 +261,42 @@ def test_window_keeps_audio_and_some_padding() -> None:
     assert window_frames(450, DecoderSettings(trim_padding=False)) == 3000
 
 
+def test_a_batch_is_encoded_one_window_per_call_and_kept_in_order() -> None:
+    import ctranslate2
+    import numpy as np
+
+    from voxserve.engines.chunk_batches import Batch
+    from voxserve.engines.whisper import DecoderSettings
+
+    class Model:  # a stand-in encoder: each window's output is its own features, doubled
+        def __init__(self) -> None:
+            self.model = type("Inner", (), {"device": "cpu"})()
+            self.calls: list[int] = []
+
+        def encode(self, features: np.ndarray) -> ctranslate2.StorageView:
+            self.calls.append(len(features))
+            return ctranslate2.StorageView.from_array(np.ascontiguousarray(features * 2))
+
+    features = [np.full((80, 400 + 100 * i), float(i + 1), dtype=np.float32) for i in range(4)]
+    model = Model()
+    batch = Batch(model, features, DecoderSettings(batch_size=4))  # type: ignore[arg-type]
+    assert model.calls == [1, 1, 1, 1]
+    encoded = np.asarray(batch.encoded)
+    assert encoded.shape == (4, 80, batch.frames)
+    for i, item in enumerate(features):
+        assert np.array_equal(encoded[i, :, : item.shape[-1]], item * 2)
+    whole = Model()
+    Batch(whole, features, DecoderSettings(batch_size=4, encode_batch_size=0))  # type: ignore[arg-type]
+    assert whole.calls == [4]
+
+
+def test_releasing_free_memory_is_safe_to_call() -> None:
+    from voxserve.engines.whisper import release_free_memory
+
+    release_free_memory()
+    release_free_memory()
+
+
 def test_slot_release_closes_its_leases_and_opening_failures_release() -> None:
     import contextlib
 
