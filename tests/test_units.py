@@ -290,6 +290,49 @@ def test_a_batch_is_encoded_one_window_per_call_and_kept_in_order() -> None:
     assert whole.calls == [4]
 
 
+def test_half_pair_runs_a_batch_as_two_halves_and_keeps_the_order() -> None:
+    import threading
+
+    import ctranslate2
+    import numpy as np
+
+    from voxserve.engines.chunk_batches import HalfPair
+
+    class Done:
+        def __init__(self, value: object) -> None:
+            self.value = value
+
+        def result(self) -> object:
+            return self.value
+
+    class Model:  # a stand-in for the one-thread-per-replica instance
+        def __init__(self) -> None:
+            self.encoded: list[tuple[int, str]] = []
+            self.generated: list[list[list[int]]] = []
+
+        def encode(self, features: ctranslate2.StorageView) -> ctranslate2.StorageView:
+            array = np.asarray(features)
+            self.encoded.append((len(array), threading.current_thread().name))
+            return ctranslate2.StorageView.from_array(np.ascontiguousarray(array[:, :2, :3] + 1))
+
+        def generate(self, encoded: object, prompts: list[list[int]], **options: object) -> list[Done]:
+            assert options["asynchronous"] is True
+            self.generated.append(prompts)
+            return [Done(prompt[0]) for prompt in prompts]
+
+    pair = HalfPair("unused", "cpu", "int8")
+    model = Model()
+    pair._model = model  # type: ignore[assignment]
+    stacked = np.stack([np.full((80, 300), float(i), dtype=np.float32) for i in range(5)])
+    encoded = np.asarray(pair.encode(stacked))
+    assert [n for n, _ in model.encoded] == [1] * 5
+    assert {name.startswith("whisper-half") for _, name in model.encoded} == {True}
+    assert [float(encoded[i, 0, 0]) for i in range(5)] == [1.0, 2.0, 3.0, 4.0, 5.0]
+    results = pair.generate(lambda half: encoded, [[i] for i in range(5)], beam_size=5)
+    assert model.generated == [[[0], [1], [2]], [[3], [4]]]
+    assert results == [0, 1, 2, 3, 4]
+
+
 def test_releasing_free_memory_is_safe_to_call() -> None:
     from voxserve.engines.whisper import release_free_memory
 
