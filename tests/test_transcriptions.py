@@ -457,3 +457,28 @@ def test_warm_up_is_opt_in_and_leaves_the_text_alone(monkeypatch: pytest.MonkeyP
     assert cold.start(clip.audio, TranscribeOptions()).run_to_end().text == before
     hot = _whisper_spec(Settings(cpu_threads=2, whisper_warm_up=True), "whisper-tiny.en", whisper_tiny_en_dir).loader()
     assert warmed == [cold, hot]
+
+
+def test_half_batches_are_on_by_default_and_read_long_audio_as_one_batch_does() -> None:
+    """`VOXSERVE_WHISPER_HALF_BATCHES` (default on) gives the engine its second, lazily loaded instance of
+    the weights; a long stretch reads exactly as it does through one batch at a time."""
+    import sys
+
+    from voxserve.bundled import whisper_tiny_en_dir
+    from voxserve.config import Settings
+    from voxserve.engines.catalog import _whisper_spec
+    from voxserve.engines.whisper import TranscribeOptions
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import dev_speech
+
+    paired = _whisper_spec(Settings(cpu_threads=2), "whisper-tiny.en", whisper_tiny_en_dir).loader()
+    single = _whisper_spec(
+        Settings(cpu_threads=2, whisper_half_batches=False), "whisper-tiny.en", whisper_tiny_en_dir
+    ).loader()
+    assert paired.pair is not None and single.pair is None
+    audio = dev_speech.clips(sets=["long"])[0].audio[: 100 * 16000]
+    run = paired.start(audio, TranscribeOptions())
+    text = run.run_to_end().text
+    assert run.windows >= 3
+    assert text == single.start(audio, TranscribeOptions()).run_to_end().text

@@ -261,6 +261,85 @@ def test_window_keeps_audio_and_some_padding() -> None:
     assert window_frames(450, DecoderSettings(trim_padding=False)) == 3000
 
 
+def test_a_batch_is_encoded_one_window_per_call_and_kept_in_order() -> None:
+    import ctranslate2
+    import numpy as np
+
+    from voxserve.engines.chunk_batches import Batch
+    from voxserve.engines.whisper import DecoderSettings
+
+    class Model:  # a stand-in encoder: each window's output is its own features, doubled
+        def __init__(self) -> None:
+            self.model = type("Inner", (), {"device": "cpu"})()
+            self.calls: list[int] = []
+
+        def encode(self, features: np.ndarray) -> ctranslate2.StorageView:
+            self.calls.append(len(features))
+            return ctranslate2.StorageView.from_array(np.ascontiguousarray(features * 2))
+
+    features = [np.full((80, 400 + 100 * i), float(i + 1), dtype=np.float32) for i in range(4)]
+    model = Model()
+    batch = Batch(model, features, DecoderSettings(batch_size=4))  # type: ignore[arg-type]
+    assert model.calls == [1, 1, 1, 1]
+    encoded = np.asarray(batch.encoded)
+    assert encoded.shape == (4, 80, batch.frames)
+    for i, item in enumerate(features):
+        assert np.array_equal(encoded[i, :, : item.shape[-1]], item * 2)
+    whole = Model()
+    Batch(whole, features, DecoderSettings(batch_size=4, encode_batch_size=0))  # type: ignore[arg-type]
+    assert whole.calls == [4]
+
+
+def test_half_pair_runs_a_batch_as_two_halves_and_keeps_the_order() -> None:
+    import threading
+
+    import ctranslate2
+    import numpy as np
+
+    from voxserve.engines.chunk_batches import HalfPair
+
+    class Done:
+        def __init__(self, value: object) -> None:
+            self.value = value
+
+        def result(self) -> object:
+            return self.value
+
+    class Model:  # a stand-in for the one-thread-per-replica instance
+        def __init__(self) -> None:
+            self.encoded: list[tuple[int, str]] = []
+            self.generated: list[list[list[int]]] = []
+
+        def encode(self, features: ctranslate2.StorageView) -> ctranslate2.StorageView:
+            array = np.asarray(features)
+            self.encoded.append((len(array), threading.current_thread().name))
+            return ctranslate2.StorageView.from_array(np.ascontiguousarray(array[:, :2, :3] + 1))
+
+        def generate(self, encoded: object, prompts: list[list[int]], **options: object) -> list[Done]:
+            assert options["asynchronous"] is True
+            self.generated.append(prompts)
+            return [Done(prompt[0]) for prompt in prompts]
+
+    pair = HalfPair("unused", "cpu", "int8")
+    model = Model()
+    pair._model = model  # type: ignore[assignment]
+    stacked = np.stack([np.full((80, 300), float(i), dtype=np.float32) for i in range(5)])
+    encoded = np.asarray(pair.encode(stacked))
+    assert [n for n, _ in model.encoded] == [1] * 5
+    assert {name.startswith("whisper-half") for _, name in model.encoded} == {True}
+    assert [float(encoded[i, 0, 0]) for i in range(5)] == [1.0, 2.0, 3.0, 4.0, 5.0]
+    results = pair.generate(lambda half: encoded, [[i] for i in range(5)], beam_size=5)
+    assert model.generated == [[[0], [1], [2]], [[3], [4]]]
+    assert results == [0, 1, 2, 3, 4]
+
+
+def test_releasing_free_memory_is_safe_to_call() -> None:
+    from voxserve.engines.whisper import release_free_memory
+
+    release_free_memory()
+    release_free_memory()
+
+
 def test_slot_release_closes_its_leases_and_opening_failures_release() -> None:
     import contextlib
 

@@ -35,6 +35,7 @@ def _whisper_spec(settings: Settings, model_id: str, locate: Callable[[], Path |
                     min_fill=settings.whisper_chunk_min_fill,
                 ),
                 batch_size=settings.whisper_batch_size,
+                half_batches=settings.whisper_half_batches,
             ),
             warm_up=settings.whisper_warm_up,
         )

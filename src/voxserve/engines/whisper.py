@@ -12,12 +12,15 @@ logprobs) never changes the text.
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
+import ctranslate2
 import numpy as np
 from faster_whisper import WhisperModel
 from faster_whisper.tokenizer import Tokenizer
@@ -25,7 +28,7 @@ from faster_whisper.transcribe import get_suppressed_tokens
 
 from voxserve.audio.decode import STT_SAMPLE_RATE
 from voxserve.engines import decode_fallback, whisper_language
-from voxserve.engines.chunk_batches import WINDOW_FRAMES, Batch, ChunkBatches, Job
+from voxserve.engines.chunk_batches import WINDOW_FRAMES, Batch, ChunkBatches, HalfPair, Job, encode_windows
 from voxserve.engines.decode_fallback import Decoded
 from voxserve.engines.decode_fallback import temperature_schedule as temperature_schedule
 from voxserve.engines.speech_chunks import Chunk, ChunkPolicy, Detection, StagedPlan
@@ -83,6 +86,11 @@ class DecoderSettings:
 
     chunking: ChunkPolicy = field(default_factory=ChunkPolicy)
     batch_size: int = 4
+    # Long audio's batches run as two half-batches at once on a second, one-thread-per-replica instance
+    # of the weights (chunk_batches.HalfPair); short clips, streams and realtime keep the engine's model.
+    half_batches: bool = True
+    # Windows per encoder call within a batch (0: the whole batch at once); see chunk_batches.encode_windows.
+    encode_batch_size: int = 1
     # Encode only a window's audio plus `padding_kept_frames` of Whisper's padding, not all of it.
     trim_padding: bool = True
     padding_kept_frames: int = 300
@@ -158,6 +166,7 @@ class TranscriptionRun(ChunkBatches):
             self._tokenizer.encode(" " + options.prompt.strip()) if options.prompt and options.prompt.strip() else []
         )
         self._text_only = self._settings.without_timestamps and (len(chunks) > 1 or rest is not None)
+        self._pair = engine.pair if self._text_only else None
         self._previous: list[int] = []  # with condition_on_previous_text: everything decoded so far
         self.fallbacks = 0
         self.redone = 0
@@ -170,7 +179,7 @@ class TranscriptionRun(ChunkBatches):
         full = None
         if redo:
             # An unsure trimmed window is decoded again from Whisper's exact input, the full 30 s window.
-            full = Batch(self._model, [batch.features[i] for i in redo], self._settings, full=True)
+            full = Batch(self._model, [batch.features[i] for i in redo], self._settings, full=True, pair=self._pair)
             self.windows += len(redo)
             self.redone += len(redo)
             for i, result in zip(redo, self._decode(full, [prompts[i] for i in redo]), strict=True):
@@ -197,17 +206,19 @@ class TranscriptionRun(ChunkBatches):
         """Beam search for every window, then the fallback (`decode_fallback`) for those that fail."""
 
         def generate(indices: list[int], window_prompts: list[list[int]], options: dict[str, Any]) -> list[Any]:
-            return self._model.model.generate(
-                batch.subset(indices),
-                window_prompts,
-                max_length=self._model.max_length,
-                return_scores=True,
-                return_no_speech_prob=True,
-                suppress_blank=True,
-                suppress_tokens=self._suppress,
-                max_initial_timestamp_index=round(1.0 / TIME_PRECISION),
-                **options,
-            )
+            common = {
+                "max_length": self._model.max_length,
+                "return_scores": True,
+                "return_no_speech_prob": True,
+                "suppress_blank": True,
+                "suppress_tokens": self._suppress,
+                "max_initial_timestamp_index": round(1.0 / TIME_PRECISION),
+            }
+            if self._pair is not None and len(indices) >= 2:
+                return self._pair.generate(
+                    lambda half: batch.subset([indices[i] for i in half]), window_prompts, **common, **options
+                )
+            return self._model.model.generate(batch.subset(indices), window_prompts, **common, **options)
 
         tokenizer = self._tokenizer
         results, fallbacks = decode_fallback.decode(
@@ -292,11 +303,27 @@ class TranscriptionRun(ChunkBatches):
         return [*pieces, tokens[start:]]
 
 
+def release_free_memory() -> None:
+    """Hand the allocator's free pages back to the system (glibc `malloc_trim`; nothing elsewhere).
+
+    After a warm-up, CTranslate2's freed buffers stay in the process's heaps: whisper-base's resident
+    memory after load was 508 MiB with them, 266 MiB once trimmed (251 MiB with no warm-up)."""
+    try:
+        libc = ctypes.CDLL(None)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim(0)
+
+
 class WhisperEngine:
-    def __init__(self, model: WhisperModel, name: str, settings: DecoderSettings | None = None) -> None:
+    def __init__(
+        self, model: WhisperModel, name: str, settings: DecoderSettings | None = None, pair: HalfPair | None = None
+    ) -> None:
         self.model = model
         self.name = name
         self.settings = settings or DecoderSettings()
+        self.pair = pair  # long audio's batches as two half-batches at once (chunk_batches.HalfPair)
 
     @classmethod
     def load(
@@ -320,27 +347,36 @@ class WhisperEngine:
             num_workers=num_workers,
         )
         settings = replace(settings or DecoderSettings(), trim_padding=trim_padding)
-        engine = cls(model, name, settings)
+        pair = None
+        if settings.half_batches and device == "cpu" and Path(path_or_repo).is_dir():
+            pair = HalfPair(path_or_repo, device, compute_type)
+        engine = cls(model, name, settings, pair)
         if warm_up:
             engine.warm_up()
         return engine
 
     def warm_up(self) -> None:
-        """Encode and decode one full batch of 30 s windows of silence, so the first long input does not
+        """Encode one 30 s window of silence and decode it as a full batch, so the first long input does not
         pay CTranslate2's first allocations at the largest shapes. In interleaved runs on the 231 s dev-speech
-        reading (tiny.en, 2 cores) this took its decode from 5.44 s to 4.84 s on the first run and from
+        reading (tiny.en, 2 cores) a warm-up took its decode from 5.44 s to 4.84 s on the first run and from
         5.28 s to 4.89 s on the next (3 processes each): without it the first batched windows of a process
-        were slower, and the text is the same either way. Costs about a second at load (tiny.en)."""
+        were slower, and the text is the same either way. One window is encoded, as a batch's windows are
+        (`encode_windows`); the beam search gets the batch's copies of it."""
         model = self.model
         count = max(1, self.settings.batch_size)
         features = model.feature_extractor(np.zeros(WINDOW_SECONDS * STT_SAMPLE_RATE, dtype=np.float32))
         window = np.ascontiguousarray(features[None, :, :WINDOW_FRAMES], dtype=np.float32)
-        encoded = model.encode(np.repeat(window, count, axis=0))
+        per_call = self.settings.encode_batch_size or count
+        encoded = encode_windows(model, np.repeat(window, min(count, per_call), axis=0), per_call)
+        if count > per_call:
+            copies = np.repeat(np.asarray(encoded)[:1], count, axis=0)
+            encoded = ctranslate2.StorageView.from_array(np.ascontiguousarray(copies))
         tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language="en")
         prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
         model.model.generate(
             encoded, [prompt] * count, beam_size=5, max_length=64, return_scores=True, return_no_speech_prob=True
         )
+        release_free_memory()
 
     @property
     def multilingual(self) -> bool:
