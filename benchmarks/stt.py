@@ -7,8 +7,8 @@ clips, long: a reading of minutes, multi: other languages), in one run:
   BatchedInferencePipeline;
 - the time for each file: the server's (upload, decoding and transcription) against plain sequential
   faster-whisper's (decoding and transcription of the same file), which pads every window to 30 s; a long
-  file is timed `--long-runs` times on each side and its median counts (one run of a 4-minute reading
-  varied by 20% between runs on this shared machine);
+  file is run once untimed, then timed `--long-runs` times on each side and its median counts (one run of a
+  4-minute reading varied by 20% between runs on this shared machine);
 - on the first 60 s of the reading, how soon a streamed transcription sends its first delta, and how many
   deltas a 10 s stretch of it gets.
 
@@ -63,7 +63,13 @@ class SetResult:
 
 
 def median_timed(runs: int, once: Callable[[], tuple[Any, float]]) -> tuple[Any, float, list[float]]:
-    """The first run's result, the median of `runs` runs' seconds, and every run's seconds."""
+    """The first run's result, the median of `runs` runs' seconds, and every run's seconds.
+
+    With more than one run, one untimed run comes first on every side: the server loads its second
+    instance of the weights for long audio on the first long input (`chunk_batches.HalfPair`, ~1 s once
+    per process), which is loading, as the models' own load is, not decoding."""
+    if runs > 1:
+        once()
     result, seconds = once()
     times = [seconds] + [once()[1] for _ in range(runs - 1)]
     return result, statistics.median(times), times
