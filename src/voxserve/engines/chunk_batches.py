@@ -64,8 +64,8 @@ def encode_windows(model: WhisperModel, stacked: np.ndarray, per_call: int) -> c
 
 
 class HalfPair:
-    """A second instance of the weights for batched long audio: two replicas of one thread each
-    (`inter_threads=2`, `intra_threads=1`), so a batch runs as two half-batches at once.
+    """A second instance of the weights for batched long audio: two replicas with half the engine's
+    threads each (`inter_threads=2`; one thread each on 2 cores), so a batch runs as two half-batches at once.
 
     On 2 cores a batch on one replica with two threads per operation waits at every operation's barrier;
     two half-batches on one thread each do not (dev-speech's 231 s reading, tiny.en, 8 windows encoded
@@ -74,10 +74,11 @@ class HalfPair:
     Loaded on the first batch that needs it.
     """
 
-    def __init__(self, path: str, device: str, compute_type: str) -> None:
+    def __init__(self, path: str, device: str, compute_type: str, threads_each: int = 1) -> None:
         self._path = path
         self._device = device
         self._compute_type = compute_type
+        self._threads_each = threads_each  # half the engine's threads, so the pair uses the same cores
         self._model: ctranslate2.models.Whisper | None = None
         self._lock = threading.Lock()
 
@@ -86,7 +87,11 @@ class HalfPair:
         with self._lock:
             if self._model is None:
                 self._model = ctranslate2.models.Whisper(
-                    self._path, device=self._device, compute_type=self._compute_type, inter_threads=2, intra_threads=1
+                    self._path,
+                    device=self._device,
+                    compute_type=self._compute_type,
+                    inter_threads=2,
+                    intra_threads=self._threads_each,
                 )
             return self._model
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import itertools
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -348,8 +349,9 @@ class WhisperEngine:
         )
         settings = replace(settings or DecoderSettings(), trim_padding=trim_padding)
         pair = None
-        if settings.half_batches and device == "cpu" and Path(path_or_repo).is_dir():
-            pair = HalfPair(path_or_repo, device, compute_type)
+        threads = cpu_threads or os.cpu_count() or 1
+        if settings.half_batches and device == "cpu" and threads >= 2 and Path(path_or_repo).is_dir():
+            pair = HalfPair(path_or_repo, device, compute_type, threads_each=threads // 2)
         engine = cls(model, name, settings, pair)
         if warm_up:
             engine.warm_up()
