@@ -333,13 +333,6 @@ def test_half_pair_runs_a_batch_as_two_halves_and_keeps_the_order() -> None:
     assert results == [0, 1, 2, 3, 4]
 
 
-def test_releasing_free_memory_is_safe_to_call() -> None:
-    from voxserve.engines.whisper import release_free_memory
-
-    release_free_memory()
-    release_free_memory()
-
-
 def test_slot_release_closes_its_leases_and_opening_failures_release() -> None:
     import contextlib
 

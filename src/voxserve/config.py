@@ -120,14 +120,14 @@ class Settings(BaseSettings):
     # A chunk of long audio is cut at a pause that leaves it at least this full (of 30 s): fuller windows
     # mean fewer encoder passes and beam searches (dev-speech's 231 s reading: 11 windows at 0.5, 9 at 0.9).
     whisper_chunk_min_fill: float = 0.9
-    # Encode and decode one full batch of 30 s windows of silence at load. The first long inputs of a process
-    # then run faster (tiny.en, 231 s reading: ~0.4-0.6 s of ~5.4 s), but the process keeps the batch's memory
-    # paged in (whisper-base: resident +85 MiB, peak +336 MiB at load), which breaks the 1.2 GB peak with
-    # every default model loaded (1,181 MiB measured). Off by default; for servers that mostly get long audio.
+    # Encode one 30 s window of silence at load and decode it as a batch, then trim the freed heap
+    # (whisper-base resident after load: 266 MiB, 251 without). A batch-sized warm-up once took the first long
+    # input of a process ~10% faster on tiny.en but kept ~85 MiB more resident; since a batch's windows are
+    # encoded one per call no gain was measured. Off by default.
     whisper_warm_up: bool = False
-    # Long audio's batches run as two half-batches at once on a second instance of the weights with one
-    # thread per replica (loaded on the first long input: resident +88 MiB tiny.en, +165 MiB whisper-base).
-    # Same text; 231 s reading ~10-15% faster in-process. False keeps one instance per model.
+    # Long audio's batches run as two half-batches at once on a second instance of the weights, each replica
+    # with half the transcription threads (loaded on the first long input: resident +88 MiB tiny.en, +165 MiB
+    # whisper-base). Same text; 231 s reading ~10-15% faster in-process. False keeps one instance per model.
     whisper_half_batches: bool = True
 
     # Admission control for the speech-to-text engine

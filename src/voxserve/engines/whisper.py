@@ -12,7 +12,6 @@ logprobs) never changes the text.
 
 from __future__ import annotations
 
-import ctypes
 import itertools
 import logging
 import os
@@ -27,6 +26,7 @@ from faster_whisper import WhisperModel
 from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import get_suppressed_tokens
 
+from voxserve import process_memory
 from voxserve.audio.decode import STT_SAMPLE_RATE
 from voxserve.engines import decode_fallback, whisper_language
 from voxserve.engines.chunk_batches import WINDOW_FRAMES, Batch, ChunkBatches, HalfPair, Job, encode_windows
@@ -87,8 +87,8 @@ class DecoderSettings:
 
     chunking: ChunkPolicy = field(default_factory=ChunkPolicy)
     batch_size: int = 4
-    # Long audio's batches run as two half-batches at once on a second, one-thread-per-replica instance
-    # of the weights (chunk_batches.HalfPair); short clips, streams and realtime keep the engine's model.
+    # Long audio's batches run as two half-batches at once on a second instance of the weights, each replica
+    # with half the threads (chunk_batches.HalfPair); short clips, streams and realtime keep the engine's model.
     half_batches: bool = True
     # Windows per encoder call within a batch (0: the whole batch at once); see chunk_batches.encode_windows.
     encode_batch_size: int = 1
@@ -304,19 +304,6 @@ class TranscriptionRun(ChunkBatches):
         return [*pieces, tokens[start:]]
 
 
-def release_free_memory() -> None:
-    """Hand the allocator's free pages back to the system (glibc `malloc_trim`; nothing elsewhere).
-
-    After a warm-up, CTranslate2's freed buffers stay in the process's heaps: whisper-base's resident
-    memory after load was 508 MiB with them, 266 MiB once trimmed (251 MiB with no warm-up)."""
-    try:
-        libc = ctypes.CDLL(None)
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):
-        return
-    trim(0)
-
-
 class WhisperEngine:
     def __init__(
         self, model: WhisperModel, name: str, settings: DecoderSettings | None = None, pair: HalfPair | None = None
@@ -378,7 +365,9 @@ class WhisperEngine:
         model.model.generate(
             encoded, [prompt] * count, beam_size=5, max_length=64, return_scores=True, return_no_speech_prob=True
         )
-        release_free_memory()
+        # CTranslate2's freed buffers stay in the heaps: whisper-base's resident memory after load was 508 MiB
+        # with them, 266 MiB once trimmed (251 MiB with no warm-up).
+        process_memory.release()
 
     @property
     def multilingual(self) -> bool:
