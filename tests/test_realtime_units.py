@@ -10,7 +10,7 @@ import itertools
 import json
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -328,6 +328,21 @@ def _append(session: TranscriptionSession, seconds: float, loud: bool) -> None:
     session.receive(json.dumps({"type": "input_audio_buffer.append", "audio": audio}))
 
 
+def _stream(
+    session: TranscriptionSession, schedule: list[tuple[float, bool]], decode: Callable[[DecodeJob], Transcript]
+) -> list[DecodeJob]:
+    """Stream `schedule` (seconds, loud) in 100 ms appends, decoding every job as it comes; the jobs in order."""
+    jobs: list[DecodeJob] = []
+    for seconds, loud in schedule:
+        for _ in range(round(seconds * 10)):
+            _append(session, 0.1, loud=loud)
+            while batch := session.take_jobs():
+                for job in batch:
+                    jobs.append(job)
+                    session.decoded(job, decode(job))
+    return jobs
+
+
 def _run_jobs(session: TranscriptionSession, text: str = "hello there world") -> list[DecodeJob]:
     done = []
     while jobs := session.take_jobs():
@@ -475,15 +490,9 @@ def test_live_decodes_of_a_turn_after_a_short_pause(live_context: bool) -> None:
     session = TranscriptionSession(_env(partial_min_ms=300, live_audio_context=live_context))
     session.start()
     replies = {(): "Hello there,", ("hello", "there"): "Hello there, general Kenobi."}
-    jobs: list[DecodeJob] = []
     _append(session, 0.5, loud=False)
-    for seconds, loud in [(1.5, True), (0.7, False), (1.5, True), (1.0, False)]:
-        for _ in range(round(seconds * 10)):
-            _append(session, 0.1, loud=loud)
-            while batch := session.take_jobs():
-                for job in batch:
-                    jobs.append(job)
-                    session.decoded(job, _transcript(replies[job.context_words]))
+    schedule = [(1.5, True), (0.7, False), (1.5, True), (1.0, False)]
+    jobs = _stream(session, schedule, lambda job: _transcript(replies[job.context_words]))
     second = [j for j in jobs if j.kind == "partial"][-1]
     assert second.context_words == (("hello", "there") if live_context else ())
     done = [e["transcript"] for e in session.take_events() if e["type"].endswith("transcription.completed")]
@@ -510,14 +519,7 @@ def test_usage_of_a_turn_decoded_after_the_previous_turns_counts_its_own_audio_a
         )
 
     _append(session, 0.5, loud=False)
-    jobs: list[DecodeJob] = []
-    for seconds, loud in [(1.5, True), (0.7, False), (1.0, True), (1.0, False)]:
-        for _ in range(round(seconds * 10)):
-            _append(session, 0.1, loud=loud)
-            while batch := session.take_jobs():
-                for job in batch:
-                    jobs.append(job)
-                    session.decoded(job, decode(job))
+    jobs = _stream(session, [(1.5, True), (0.7, False), (1.0, True), (1.0, False)], decode)
     assert [j.context_words for j in jobs] == [(), ("one", "two")]
     own_seconds = jobs[1].audio.size / 16000 - jobs[0].audio.size / 16000  # the second turn's audio alone
     completed = [e for e in session.take_events() if e["type"].endswith("transcription.completed")]
