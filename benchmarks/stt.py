@@ -66,7 +66,7 @@ def median_timed(runs: int, once: Callable[[], tuple[Any, float]]) -> tuple[Any,
     """The first run's result, the median of `runs` runs' seconds, and every run's seconds.
 
     With more than one run, one untimed run comes first on every side: the server loads its second
-    instance of the weights for long audio on the first long input (`chunk_batches.HalfPair`, ~1 s once
+    instance of the weights for long audio on the first long input (`half_batches.HalfPair`, ~1 s once
     per process), which is loading, as the models' own load is, not decoding."""
     if runs > 1:
         once()

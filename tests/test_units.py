@@ -296,7 +296,7 @@ def test_half_pair_runs_a_batch_as_two_halves_and_keeps_the_order() -> None:
     import ctranslate2
     import numpy as np
 
-    from voxserve.engines.chunk_batches import HalfPair
+    from voxserve.engines.half_batches import HalfPair
 
     class Done:
         def __init__(self, value: object) -> None:

@@ -29,9 +29,10 @@ from faster_whisper.transcribe import get_suppressed_tokens
 from voxserve import process_memory
 from voxserve.audio.decode import STT_SAMPLE_RATE
 from voxserve.engines import decode_fallback, whisper_language
-from voxserve.engines.chunk_batches import WINDOW_FRAMES, Batch, ChunkBatches, HalfPair, Job, encode_windows
+from voxserve.engines.chunk_batches import WINDOW_FRAMES, Batch, ChunkBatches, Job
 from voxserve.engines.decode_fallback import Decoded
 from voxserve.engines.decode_fallback import temperature_schedule as temperature_schedule
+from voxserve.engines.half_batches import HalfPair, encode_windows
 from voxserve.engines.speech_chunks import Chunk, ChunkPolicy, Detection, StagedPlan
 from voxserve.errors import InvalidRequest
 from voxserve.languages import LANGUAGES
@@ -88,9 +89,9 @@ class DecoderSettings:
     chunking: ChunkPolicy = field(default_factory=ChunkPolicy)
     batch_size: int = 4
     # Long audio's batches run as two half-batches at once on a second instance of the weights, each replica
-    # with half the threads (chunk_batches.HalfPair); short clips, streams and realtime keep the engine's model.
+    # with half the threads (half_batches.HalfPair); short clips, streams and realtime keep the engine's model.
     half_batches: bool = True
-    # Windows per encoder call within a batch (0: the whole batch at once); see chunk_batches.encode_windows.
+    # Windows per encoder call within a batch (0: the whole batch at once); see half_batches.encode_windows.
     encode_batch_size: int = 1
     # Encode only a window's audio plus `padding_kept_frames` of Whisper's padding, not all of it.
     trim_padding: bool = True
@@ -311,7 +312,7 @@ class WhisperEngine:
         self.model = model
         self.name = name
         self.settings = settings or DecoderSettings()
-        self.pair = pair  # long audio's batches as two half-batches at once (chunk_batches.HalfPair)
+        self.pair = pair  # long audio's batches as two half-batches at once (half_batches.HalfPair)
 
     @classmethod
     def load(
