@@ -116,7 +116,9 @@ def test_transcribe_through_a_server(
                       "--format", "json", "-o", str(target))  # fmt: skip
     assert result.returncode == 0, result.stderr.decode()
     body = json.loads(target.read_text())
-    assert body["usage"]["type"] == "duration" and wer(short_text, body["text"]) < 0.1
+    # The same file through the same server: the JSON carries the transcript the text format printed (a bound
+    # of its own on Whisper's reading of this Piper clip failed when it read "quip" once, passed above).
+    assert body["usage"]["type"] == "duration" and body["text"].strip() == second.strip()
 
 
 def _read_pty(fd: int, process: subprocess.Popen[bytes], timeout: float) -> bytes:
