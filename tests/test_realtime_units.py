@@ -21,7 +21,7 @@ from voxserve.audio.denoise import ADAPTIVE_MIX, NoiseMix, SnrEstimate, Streamin
 from voxserve.audio.g711 import decode_g711, encode_g711
 from voxserve.audio.input_stream import InputAudioStream
 from voxserve.engines.admission import EngineGate
-from voxserve.engines.live_transcription import LiveTranscript, aligned_end, delta_text, words_of
+from voxserve.engines.live_transcription import LiveTranscript, aligned_end, before_repeat, delta_text, words_of
 from voxserve.engines.registry import ModelSpec
 from voxserve.engines.speech_to_text import SpeechToText
 from voxserve.engines.streaming_vad import FRAME, TurnDetector
@@ -414,7 +414,8 @@ def test_turns_are_decoded_with_the_sessions_earlier_text_as_prompt() -> None:
         )
     )
     session.take_events()
-    assert _manual_turn(session, 1.0, "word " * 200).options.prompt == (
+    words = " ".join(f"word{i}" for i in range(200))  # (no run of words repeated: see the next test)
+    assert _manual_turn(session, 1.0, words).options.prompt == (
         "Names: Ana. It was a cold night, and the wind blew. xxxxxxxxxxxxxxxxxxxx"
     )
     long_prompt = _manual_turn(session, 1.0, "word").options.prompt
@@ -663,3 +664,105 @@ def test_transcribe_samples_stops_between_steps_when_cancelled() -> None:
         gate.shutdown()
     assert 2 <= at_cancel < 40
     assert engine.runs[0].steps <= at_cancel + 1  # at most the step in progress finished
+
+
+# --- live decodes that loop, fail or read little ---------------------------------------------------
+
+
+def _scored(text: str, avg_logprob: float) -> Transcript:
+    segment = Segment(0, 0, 0.0, 1.0, " " + text, [1, 2, 3], 0.0, avg_logprob, 1.0, 0.0)
+    return Transcript("transcribe", "en", 1.0, [segment])
+
+
+def test_a_looping_live_reading_counts_only_up_to_its_loop() -> None:
+    assert [w.key for w in before_repeat(words_of(_transcript("The cons. The cons. The cons.")))] == ["the", "cons"]
+    assert [w.key for w in before_repeat(words_of(_transcript("that that is it")))] == ["that", "that", "is", "it"]
+    live = LiveTranscript(hold_back=2, agreement=3)
+    loop = "This I read. This I read. This I read. This I"
+    assert live.update(_transcript(loop)) == [] and live.update(_transcript(loop)) == []
+    # Three readings agree on the whole loop; read up to it, only "This" is clear of the audio's edge.
+    assert delta_text(live.update(_transcript(loop))) == "This"
+    assert delta_text(live.finish(_transcript("This I read with great attention."))) == " I read with great attention."
+
+
+def test_an_improbable_live_reading_is_not_counted() -> None:
+    live = LiveTranscript(hold_back=1, agreement=2)
+    assert live.update(_scored("I really liked that", -0.3)) == []
+    assert live.update(_scored("I really liked that", -1.4)) == []  # Whisper's fallback threshold is -1
+    assert delta_text(live.update(_scored("I really liked that", -0.2))) == "I really liked"
+
+
+def test_a_short_live_reading_holds_back_only_its_last_word() -> None:
+    plain, short = LiveTranscript(hold_back=2, agreement=3), LiveTranscript(hold_back=2, agreement=3, short_reading=3)
+    for text in ("Not 1.1.", "Not 1.15.", "Not 1.15."):
+        sent_plain, sent_short = plain.update(_transcript(text)), short.update(_transcript(text))
+    assert sent_plain == [] and delta_text(sent_short) == "Not"
+    assert delta_text(short.update(_transcript("Not 1.15 miles."))) == " 1.15"  # three read it; "miles" is last
+    assert delta_text(short.update(_transcript("Not 1.15 miles per hour."))) == ""  # "miles": two readings so far
+    assert delta_text(short.update(_transcript("Not 1.15 miles per hour."))) == " miles"  # 5 words: 2 held back
+
+
+def test_the_decode_fallback_runs_no_rung_after_the_first_when_told_not_to_retry() -> None:
+    from voxserve.engines.decode_fallback import PromptShape, Thresholds, decode
+
+    calls: list[dict[str, Any]] = []
+
+    class Output:
+        def __init__(self) -> None:
+            self.sequences_ids = [[7] * 40]
+            self.scores = [-80.0]  # an average log probability of -2: a failed decode
+            self.no_speech_prob = 0.0
+
+    def generate(indices: list[int], prompts: list[list[int]], options: dict[str, Any]) -> list[Any]:
+        calls.append(options)
+        return [Output() for _ in indices]
+
+    common = {
+        "temperature": 0.0,
+        "beam_size": 1,
+        "best_of": 5,
+        "thresholds": Thresholds(),
+        "shape": PromptShape(1, 2, 3),
+    }
+    results, fallbacks = decode(generate, [[2]], lambda tokens: "x " * len(tokens), retry=False, **common)
+    assert len(calls) == 1 and fallbacks == 0 and results[0].tokens == [7] * 40
+    calls.clear()
+    decode(generate, [[2]], lambda tokens: "x " * len(tokens), **common)
+    assert len(calls) == 3  # the first decode, then both deterministic rungs
+
+
+def test_live_decodes_neither_retry_nor_run_long_and_start_at_400_ms_of_speech() -> None:
+    session = TranscriptionSession(_env())
+    session.start()
+    jobs = _stream(session, [(0.5, False), (2.0, True), (1.0, False)], lambda job: _transcript("one two three"))
+    partials = [j for j in jobs if j.kind == "partial"]
+    assert partials and all(not j.options.retry_failed and j.options.max_tokens_per_second for j in partials)
+    finals = [j for j in jobs if j.kind != "partial"]
+    assert finals and all(j.options.retry_failed and j.options.max_tokens_per_second is None for j in finals)
+    # Speech starts at 0.5 s; its audio begins 300 ms earlier (prefix padding): 0.4 + 0.3 s by the first.
+    assert partials[0].audio.size / 16000 == pytest.approx(0.7, abs=0.1)
+
+
+def test_a_final_decode_that_reads_the_turn_twice_over_is_decoded_again_without_the_context() -> None:
+    session = TranscriptionSession(_env())
+    session.start()
+    session.receive(json.dumps({"type": "session.update", "session": {"audio": {"input": {"turn_detection": None}}}}))
+    _manual_turn(session, 2.0, "The most unusual thing.")
+    session.take_events()
+    _append(session, 2.0, loud=True)
+    session.receive(json.dumps({"type": "input_audio_buffer.commit"}))
+    (looped,) = session.take_jobs()
+    assert looped.options.prompt == "The most unusual thing."
+    session.decoded(looped, _transcript("This I read with great attention. This I read with great attention."))
+    (again,) = session.take_jobs()
+    assert again.kind == "final" and again.options.prompt is None
+    session.decoded(again, _transcript("This I read with great attention."))
+    done = [e for e in session.take_events() if e["type"].endswith("transcription.completed")]
+    assert [e["transcript"] for e in done] == ["This I read with great attention."]
+    # Without the session's text as the prompt, a decode that repeats itself is what the turn said.
+    plain = TranscriptionSession(_env(turn_context=False))
+    plain.start()
+    plain.receive(json.dumps({"type": "session.update", "session": {"audio": {"input": {"turn_detection": None}}}}))
+    _manual_turn(plain, 1.0, "one")
+    _manual_turn(plain, 1.0, "No no no. No no no.")
+    assert plain.take_jobs() == []

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -482,3 +484,27 @@ def test_half_batches_are_on_by_default_and_read_long_audio_as_one_batch_does() 
     text = run.run_to_end().text
     assert run.windows >= 3
     assert text == single.start(audio, TranscribeOptions()).run_to_end().text
+
+
+def test_a_decode_can_be_held_to_a_few_tokens_per_second_of_audio() -> None:
+    """`TranscribeOptions.max_tokens_per_second` (realtime live decodes: a reading that loops stops
+    there) caps a window's text by its audio's length; no cap reads the whole clip."""
+    import sys
+
+    from voxserve.bundled import whisper_tiny_en_dir
+    from voxserve.config import Settings
+    from voxserve.engines.catalog import _whisper_spec
+    from voxserve.engines.whisper import TranscribeOptions
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import dev_speech
+
+    engine = _whisper_spec(Settings(cpu_threads=2), "whisper-tiny.en", whisper_tiny_en_dir).loader()
+    clip = next(c for c in dev_speech.clips(sets=["en"]) if 5 <= c.duration <= 10)
+    options = TranscribeOptions(beam_size=1, trimmed_only=True, clip_window=False, retry_failed=False)
+    whole = engine.start(clip.audio, options).run_to_end()
+    capped = engine.start(clip.audio, replace(options, max_tokens_per_second=0.5)).run_to_end()
+    tokens = sum(len(s.tokens) for s in capped.segments)
+    assert len(whole.text.split()) >= 10
+    assert 1 <= tokens <= 8 + math.ceil(0.5 * clip.duration) and len(capped.text.split()) < len(whole.text.split())
+    assert whole.text.startswith(capped.text.strip().split()[0])

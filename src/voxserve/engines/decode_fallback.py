@@ -124,13 +124,16 @@ def decode(
     best_of: int,
     thresholds: Thresholds,
     shape: PromptShape,
+    retry: bool = True,
 ) -> tuple[list[Decoded], int]:
-    """Every window's result, and how many fallback decodes of a window were run."""
+    """Every window's result, and how many fallback decodes of a window were run (`retry` False: none;
+    a window whose first decode failed keeps it)."""
     best: list[Decoded | None] = [None] * len(prompts)
     tried: list[list[Decoded]] = [[] for _ in prompts]
     todo = list(range(len(prompts)))
     fallbacks = 0
-    for level, (sampling, options) in enumerate(rungs(temperature, beam_size, best_of)):
+    ladder = rungs(temperature, beam_size, best_of)
+    for level, (sampling, options) in enumerate(ladder if retry else ladder[:1]):
         if not todo:
             break
         if level:

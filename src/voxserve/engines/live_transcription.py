@@ -34,6 +34,11 @@ from voxserve.errors import Overloaded
 from voxserve.transcript import Transcript
 
 _WORD = re.compile(r"\s*\S+")
+# Whisper's verdict that a decode is improbable (its fallback's threshold): such a live reading is not
+# counted. A reading that loops is counted up to where it starts to repeat itself (`before_repeat`).
+FAILED_LOGPROB = -1.0
+# A run of this many words read again marks the start of a loop.
+REPEAT_WORDS = 3
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,9 @@ class LiveTranscript:
     sure_logprob: float = math.log(0.9)
     unsure_logprob: float | None = None
     hold_back_seconds: float | None = None
+    # A reading of at most this many words holds back only its last word: a turn's first words ("Not
+    # 1.15", "In addition") would otherwise wait for a reading of three.
+    short_reading: int = 0
     sent: list[LiveWord] = field(default_factory=list)
     _history: list[tuple[list[LiveWord], str]] = field(default_factory=list)
 
@@ -138,12 +146,13 @@ class LiveTranscript:
 
         return agree(self.agreement, sure=False) or bool(self.sure_agreement and agree(self.sure_agreement, True))
 
-    def _edge(self, words: list[LiveWord], audio_seconds: float) -> int:
-        """How many of the newest decode's words may go out: those clear of the audio's edge."""
+    def _edge(self, words: list[LiveWord], audio_seconds: float, whole: int) -> int:
+        """How many of the newest decode's words (`whole` with those already sent) may go out: those clear
+        of the audio's edge."""
         if self.hold_back_seconds is not None and words and all(w.end is not None for w in words):
             limit = audio_seconds - self.hold_back_seconds
             return sum(1 for _ in itertools.takewhile(lambda w: w.end <= limit, words))  # type: ignore[operator]
-        return len(words) - self.hold_back
+        return len(words) - (min(self.hold_back, 1) if whole <= self.short_reading else self.hold_back)
 
     def update(self, transcript: Transcript, min_language_probability: float = 0.0) -> list[LiveWord]:
         """A decode of the utterance so far: returns the newly stable words (often none).
@@ -152,9 +161,9 @@ class LiveTranscript:
         `min_language_probability`: language detection on a second or two of speech wavers, and
         text sent in the wrong language could not be taken back.
         """
-        if transcript.language_probability < min_language_probability:
+        if transcript.language_probability < min_language_probability or improbable(transcript):
             return []  # not counted: the decodes around it may still agree
-        self._history.append((words_of(transcript), transcript.language))
+        self._history.append((before_repeat(words_of(transcript)), transcript.language))
         del self._history[: -max(1, self.agreement, self.sure_agreement or 1)]
         readings = [self._after_sent(words) for words, _ in self._history]
         languages = [language for _, language in self._history]
@@ -164,11 +173,36 @@ class LiveTranscript:
         )
         # The newest decode's last words are held back even when all agree: they sit at the edge of
         # the audio, where a word still being spoken is read as a shorter one ("Hell" for "Hale").
-        return self._delta(current[: min(agreed, self._edge(current, transcript.duration))])
+        edge = self._edge(current, transcript.duration, len(self._history[-1][0]))
+        return self._delta(current[: min(agreed, edge)])
 
     def finish(self, transcript: Transcript) -> list[LiveWord]:
         """The final decode: returns the words still to send; `text` is then the whole transcript."""
         return self._delta(self._after_sent(words_of(transcript)))
+
+
+def improbable(transcript: Transcript) -> bool:
+    return any(s.avg_logprob < FAILED_LOGPROB for s in transcript.segments)
+
+
+def before_repeat(words: list[LiveWord], size: int = REPEAT_WORDS) -> list[LiveWord]:
+    """The words up to the first run of `size` of them that was read before: Whisper, given a second or
+    two of speech, often reads it again and again ("The governmental cons. The governmental cons."); a
+    live decode is not decoded again when it loops, and its reading up to the loop is as good as any."""
+    keys = [w.key for w in words]
+    seen: set[tuple[str, ...]] = set()
+    for start in range(len(keys) - size + 1):
+        run = tuple(keys[start : start + size])
+        if run in seen:
+            return words[:start]
+        seen.add(run)
+    return words
+
+
+def repeats(transcript: Transcript) -> bool:
+    """Whether the transcript reads a run of words again (see `before_repeat`)."""
+    words = words_of(transcript)
+    return len(before_repeat(words)) < len(words)
 
 
 def delta_text(words: list[LiveWord]) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 
 HOP = 160  # samples per mel frame
 TIME_PRECISION = 0.02  # seconds per timestamp token
+FRAMES_PER_SECOND = 100  # log-mel frames
 WINDOW_SECONDS = 30
 
 
@@ -80,6 +82,13 @@ class TranscribeOptions:
     # ran. False: its audio plus 3 s, decoded again at 30 s when Whisper is unsure of it (realtime turns,
     # whose parity with REST was measured that way; their decodes with the 15 s window lost words to it).
     clip_window: bool = True
+    # False: a window whose decode fails (loops, or is improbable) is not decoded again down the
+    # fallback's rungs; its failed text is returned as it is (a realtime session's live decodes, which
+    # skip such a reading: the retries cost 0.6-0.8 s on whisper-base, the time of three more readings).
+    retry_failed: bool = True
+    # Tokens a window's text may take per second of its audio, beyond its prompt and a few (None: Whisper's
+    # 448): a decode that loops stops there rather than running to 448 tokens (~0.6 s on whisper-base).
+    max_tokens_per_second: float | None = None
 
 
 @dataclass(frozen=True)
@@ -209,7 +218,7 @@ class TranscriptionRun(ChunkBatches):
 
         def generate(indices: list[int], window_prompts: list[list[int]], options: dict[str, Any]) -> list[Any]:
             common = {
-                "max_length": self._model.max_length,
+                "max_length": self._max_length(batch, indices, window_prompts),
                 "return_scores": True,
                 "return_no_speech_prob": True,
                 "suppress_blank": True,
@@ -232,9 +241,18 @@ class TranscriptionRun(ChunkBatches):
             best_of=self._settings.best_of,
             thresholds=self._thresholds,
             shape=decode_fallback.PromptShape(tokenizer.sot_prev, tokenizer.sot, tokenizer.no_timestamps),
+            retry=self._options.retry_failed,
         )
         self.fallbacks += fallbacks
         return results
+
+    def _max_length(self, batch: Batch, indices: list[int], prompts: list[list[int]]) -> int:
+        rate = self._options.max_tokens_per_second
+        if rate is None:
+            return int(self._model.max_length)
+        seconds = max(batch.content_frames[i] for i in indices) / FRAMES_PER_SECOND
+        text = 8 + math.ceil(rate * seconds)  # CTranslate2 counts the prompt in max_length
+        return min(int(self._model.max_length), max(map(len, prompts)) + text)
 
     def _silent(self, result: Decoded) -> bool:
         return self._thresholds.silent(result)

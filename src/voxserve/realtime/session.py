@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from voxserve.audio.input_stream import InputAudioStream, bytes_per_second
-from voxserve.engines.live_transcription import LiveWord, delta_text
+from voxserve.engines.live_transcription import LiveWord, delta_text, repeats
 from voxserve.engines.registry import ModelSpec
 from voxserve.engines.streaming_vad import FRAME, SileroFrames, TurnDetector
 from voxserve.engines.whisper import TranscribeOptions
@@ -76,7 +76,9 @@ class SessionEnv:
     session_seconds: int = 3600
     live_deltas: bool = True
     partial_interval_ms: int = 500
-    partial_min_ms: int = 700
+    # The first live decode at this much speech (with the VAD's prefix padding: ~0.7 s of audio); loops
+    # and misreadings of so little audio cost little since live decodes neither retry nor run long.
+    partial_min_ms: int = 400
     # While a turn is young its live decodes are cheap (a second or two of audio) and its first words wait
     # for `live_agreement` of them: they come this often until the turn is `partial_quick_until_ms` long.
     partial_quick_interval_ms: int = 250
@@ -85,6 +87,7 @@ class SessionEnv:
     # newest decode's last `live_hold_back_words` (see `LiveTranscript`).
     live_agreement: int = 3
     live_hold_back_words: int = 2
+    live_short_reading_words: int = 3  # a reading this short holds back 1 word (see `LiveTranscript`)
     # Agreement weighted by Whisper's word probabilities (live decodes then time their words: the
     # alignment pass gives each word's probability): a word `live_sure_agreement` successive decodes
     # agree on goes out when each gave it at least `live_sure_probability`, and the `live_agreement`
@@ -244,6 +247,12 @@ class RealtimeSession:
         self._schedule()
 
     def _decoded(self, item: ItemTranscript, job: DecodeJob, result: Transcript) -> None:
+        prompted = self.env.turn_context and bool(self._context) and not item.unprompted
+        if job.kind != "partial" and prompted and repeats(result):
+            # Whisper conditioned on the session's earlier text sometimes reads a short turn twice over
+            # ("This I read with great attention. This I read with great attention."): decode it without.
+            item.unprompted = True
+            return
         if job.kind == "final":
             self._finish(item, result)
             return
@@ -469,10 +478,11 @@ class RealtimeSession:
             not words
             or item.start is None
             or item.alone
+            or item.unprompted
             or not (final or self.env.live_audio_context)
             or not 0 <= item.start - run[-1].end <= self.env.turn_audio_gap_ms * RATE // 1000
         ):
-            chosen = self._decode_options(final=final, samples=audio.size)
+            chosen = self._decode_options(final=final, samples=audio.size, context="" if item.unprompted else None)
             return None if chosen is None else DecodeJob(item.item_id, kind, audio, end, *chosen)
         chosen = self._decode_options(final=final, samples=audio.size, context=run[0].prompt)
         if chosen is None:

@@ -31,6 +31,9 @@ RATE = 16000
 SHORT_TURN_SECONDS = 3.0
 # A turn's whole prompt, in characters: well inside Whisper's 223 prompt tokens.
 PROMPT_CHARS = 800
+# A live decode's text, in tokens per second of its audio (with timestamp tokens): fast speech takes
+# about 6; a reading that loops stops there (and fails, see `LiveTranscript.update`).
+LIVE_TOKENS_PER_SECOND = 10.0
 
 
 @dataclass
@@ -82,6 +85,7 @@ class ItemTranscript:
     done: bool = False
     start: int | None = None  # absolute sample where a VAD turn's audio begins (None: a manual commit)
     alone: bool = False  # decode without the previous turns' audio (a decode with it lost their words)
+    unprompted: bool = False  # nor the session's earlier text (a decode with it read the turn twice over)
 
 
 @dataclass
@@ -105,6 +109,7 @@ def live_transcript(env: SessionEnv) -> LiveTranscript:
         sure_logprob=math.log(env.live_sure_probability),
         unsure_logprob=None if unsure is None else math.log(unsure),
         hold_back_seconds=env.live_hold_back_seconds,
+        short_reading=env.live_short_reading_words,
     )
 
 
@@ -152,6 +157,9 @@ def decode_options(
         # full 30 s window (ten times the cost of the trimmed one on a second or two of speech).
         trimmed_only=not final or env.final_trimmed_only,
         clip_window=False,
+        # A live decode that fails is not counted (see `LiveTranscript.update`) rather than decoded again.
+        retry_failed=final,
+        max_tokens_per_second=None if final else LIVE_TOKENS_PER_SECOND,
     )
     return spec, options
 
