@@ -18,14 +18,13 @@ import dataclasses
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.realtime import GAP, session_clips
+from benchmarks.realtime import GAP, session_clips, timed_decode
 from tests.realtime_tools import clip_pcm
 
 STEP = 2400  # 100 ms of 24 kHz audio per append
@@ -68,10 +67,7 @@ def simulate(runtime: object, env: object, audio: np.ndarray, verbose: bool = Fa
             pending = None
             return
         (job,) = jobs
-        started = time.perf_counter()
-        with runtime.registry.lease(job.spec) as engine:  # type: ignore[attr-defined]
-            result = engine.start(job.audio, job.options).run_to_end()
-        seconds = time.perf_counter() - started
+        result, seconds = timed_decode(runtime, job)
         if job.kind == "partial":
             out.partial_seconds += seconds
             out.partials += 1

@@ -32,6 +32,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -313,6 +314,14 @@ class _Streamed:
     turns: int = 0
 
 
+def timed_decode(runtime: object, job: Any) -> tuple[Any, float]:
+    """A session's decode job run in-process on the runtime's engine: (its transcript, seconds it took)."""
+    started = time.perf_counter()
+    with runtime.registry.lease(job.spec) as engine:  # type: ignore[attr-defined]
+        result = engine.start(job.audio, job.options).run_to_end()
+    return result, time.perf_counter() - started
+
+
 def _stream_in_process(runtime: object, env: object, pcm: np.ndarray) -> _Streamed:
     """One clip streamed in 100 ms appends through a session under server VAD, every decode run at
     once as it is asked for (the CPU always free: as many live decodes as the session wants)."""
@@ -344,10 +353,7 @@ def _stream_in_process(runtime: object, env: object, pcm: np.ndarray) -> _Stream
         handle(now, 0.0)
         while jobs := session.take_jobs():
             for job in jobs:
-                started = time.perf_counter()
-                with runtime.registry.lease(job.spec) as engine:  # type: ignore[attr-defined]
-                    result = engine.start(job.audio, job.options).run_to_end()
-                seconds = time.perf_counter() - started
+                result, seconds = timed_decode(runtime, job)
                 if job.kind == "partial":
                     out.partial_seconds += seconds
                     out.partials += 1

@@ -83,8 +83,9 @@ class TranscribeOptions:
     # whose parity with REST was measured that way; their decodes with the 15 s window lost words to it).
     clip_window: bool = True
     # False: a window whose decode fails (loops, or is improbable) is not decoded again down the
-    # fallback's rungs; its failed text is returned as it is (a realtime session's live decodes, which
-    # skip such a reading: the retries cost 0.6-0.8 s on whisper-base, the time of three more readings).
+    # fallback's rungs; its failed text is returned as it is (a realtime session's live decodes, which read
+    # a loop up to where it repeats and skip an improbable reading: the retries cost 0.6-0.8 s on
+    # whisper-base, the time of three more readings).
     retry_failed: bool = True
     # Tokens a window's text may take per second of its audio, beyond its prompt and a few (None: Whisper's
     # 448): a decode that loops stops there rather than running to 448 tokens (~0.6 s on whisper-base).

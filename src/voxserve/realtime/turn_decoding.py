@@ -32,7 +32,7 @@ SHORT_TURN_SECONDS = 3.0
 # A turn's whole prompt, in characters: well inside Whisper's 223 prompt tokens.
 PROMPT_CHARS = 800
 # A live decode's text, in tokens per second of its audio (with timestamp tokens): fast speech takes
-# about 6; a reading that loops stops there (and fails, see `LiveTranscript.update`).
+# about 6; a reading that loops stops there (and is read up to its loop, see `before_repeat`).
 LIVE_TOKENS_PER_SECOND = 10.0
 
 
