@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from voxserve.engines.decode_fallback import Thresholds
 from voxserve.engines.registry import ModelSpec
 from voxserve.engines.speech_to_text import SpeechToText
 from voxserve.engines.whisper import TranscribeOptions
@@ -36,7 +37,7 @@ from voxserve.transcript import Transcript
 _WORD = re.compile(r"\s*\S+")
 # Whisper's verdict that a decode is improbable (its fallback's threshold): such a live reading is not
 # counted. A reading that loops is counted up to where it starts to repeat itself (`before_repeat`).
-FAILED_LOGPROB = -1.0
+FAILED_LOGPROB = Thresholds().log_prob
 # A run of this many words read again marks the start of a loop.
 REPEAT_WORDS = 3
 

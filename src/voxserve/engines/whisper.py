@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 HOP = 160  # samples per mel frame
 TIME_PRECISION = 0.02  # seconds per timestamp token
-FRAMES_PER_SECOND = 100  # log-mel frames
+FRAMES_PER_SECOND = STT_SAMPLE_RATE // HOP  # log-mel frames
 WINDOW_SECONDS = 30
 
 
@@ -88,7 +88,7 @@ class TranscribeOptions:
     # whisper-base, the time of three more readings).
     retry_failed: bool = True
     # Tokens a window's text may take per second of its audio, beyond its prompt and a few (None: Whisper's
-    # 448): a decode that loops stops there rather than running to 448 tokens (~0.6 s on whisper-base).
+    # 448): a decode that loops stops there rather than running to 448 tokens (~0.8 s on whisper-base).
     max_tokens_per_second: float | None = None
 
 
