@@ -30,10 +30,10 @@ from voxserve.errors import ModelNotFound
 from voxserve.realtime.config import TranscriptionSessionConfig, parse_transcription_update
 from voxserve.realtime.errors import ClientEventError
 from voxserve.realtime.protocol import Dialect
-from voxserve.realtime.session import DecodeJob, SessionEnv
+from voxserve.realtime.session_env import SessionEnv
 from voxserve.realtime.tokens import KeyMinter
 from voxserve.realtime.transcription import TranscriptionSession
-from voxserve.realtime.turn_decoding import after_context
+from voxserve.realtime.turn_decoding import DecodeJob, after_context
 from voxserve.transcript import Segment, Transcript, Word
 
 

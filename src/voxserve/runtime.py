@@ -27,7 +27,7 @@ from voxserve.engines.voice_chat import VoiceChat
 from voxserve.realtime.conversation import ConversationEnv
 from voxserve.realtime.conversations import Conversations
 from voxserve.realtime.hub import RealtimeHub
-from voxserve.realtime.session import SessionEnv
+from voxserve.realtime.session_env import SessionEnv
 
 log = logging.getLogger(__name__)
 

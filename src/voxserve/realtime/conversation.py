@@ -42,7 +42,8 @@ from voxserve.realtime.protocol import Dialect, user_audio_item
 from voxserve.realtime.response_output import ResponseOutput
 from voxserve.realtime.response_params import parse_response_request
 from voxserve.realtime.response_state import Response, Responses, chat_request, response_usage
-from voxserve.realtime.session import RealtimeSession, SessionEnv
+from voxserve.realtime.session import RealtimeSession
+from voxserve.realtime.session_env import SessionEnv
 from voxserve.realtime.transcription import check_denoise
 from voxserve.realtime.turn_decoding import ItemTranscript
 

@@ -12,7 +12,7 @@ from voxserve.engines.spoken_reply import SpokenReplies
 from voxserve.realtime.conversation import ConversationEnv, ConversationSession
 from voxserve.realtime.conversation_config import ConversationConfig, parse_conversation_update
 from voxserve.realtime.protocol import Dialect
-from voxserve.realtime.session import SessionEnv
+from voxserve.realtime.session_env import SessionEnv
 
 
 @dataclass

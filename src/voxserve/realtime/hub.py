@@ -15,7 +15,7 @@ from voxserve.engines.speech_to_text import SpeechToText
 from voxserve.realtime.config import TranscriptionSessionConfig, parse_transcription_update
 from voxserve.realtime.conversations import Conversations
 from voxserve.realtime.protocol import Dialect
-from voxserve.realtime.session import SessionEnv
+from voxserve.realtime.session_env import SessionEnv
 from voxserve.realtime.tokens import KeyMinter
 from voxserve.realtime.transcription import TranscriptionSession
 

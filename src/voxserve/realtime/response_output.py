@@ -12,7 +12,7 @@ from voxserve.engines.spoken_reply import AudioPiece, ReplyEvent, TextDelta, Too
 from voxserve.realtime.conversation_events import ConversationEvents
 from voxserve.realtime.conversation_items import public_item
 from voxserve.realtime.response_state import Response, render_response
-from voxserve.realtime.session import SessionEnv
+from voxserve.realtime.session_env import SessionEnv
 
 
 class ResponseOutput:

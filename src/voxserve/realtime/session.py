@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import logging
-import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -34,9 +31,11 @@ from voxserve.errors import VoxError
 from voxserve.formats.transcript_json import token_usage
 from voxserve.languages import LANGUAGES
 from voxserve.realtime.audio_buffer import AudioBuffer
+from voxserve.realtime.client_frames import parse_frame
 from voxserve.realtime.config import InputAudioConfig, InputTranscription
 from voxserve.realtime.errors import ClientEventError
-from voxserve.realtime.protocol import Dialect, EventFactory, IdSource, new_id, user_audio_item
+from voxserve.realtime.protocol import Dialect, EventFactory, user_audio_item
+from voxserve.realtime.session_env import SessionEnv
 from voxserve.realtime.turn_decoding import (
     DecodeContext,
     DecodeJob,
@@ -56,73 +55,9 @@ log = logging.getLogger(__name__)
 RATE = 16000
 MAX_APPEND_BASE64 = 15 * 1024 * 1024  # per `input_audio_buffer.append` event (contract §6.3)
 MIN_COMMIT_SAMPLES = RATE // 10  # 100 ms
-# Frames up to this size that are not strict JSON get a second, lenient parse (trailing commas, as
-# in the seed's example payload); an audio append is never parsed leniently.
-LENIENT_JSON_LIMIT = 64 * 1024
 # The session's last transcripts, up to this many characters, condition each turn's decode (Whisper's
 # prompt, after the client's own): a turn cut at a pause then reads as the continuation it is.
 CONTEXT_CHARS = 300
-
-
-@dataclass
-class SessionEnv:
-    """What a session needs from the engines and settings, injected (fakes in unit tests)."""
-
-    resolve_stt: Callable[[str], ModelSpec]
-    default_stt_model: str
-    beam_size: int = 5
-    partial_beam_size: int = 5
-    max_audio_seconds: float = 3600.0
-    session_seconds: int = 3600
-    live_deltas: bool = True
-    partial_interval_ms: int = 500
-    # The first live decode at this much speech (with the VAD's prefix padding: ~0.7 s of audio); loops
-    # and misreadings of so little audio cost little since live decodes neither retry nor run long.
-    partial_min_ms: int = 400
-    # While a turn is young its live decodes are cheap (a second or two of audio) and its first words wait
-    # for `live_agreement` of them: they come this often until the turn is `partial_quick_until_ms` long.
-    partial_quick_interval_ms: int = 250
-    partial_quick_until_ms: int = 2500
-    # A live decode's words are sent once this many successive decodes agree on them, short of the
-    # newest decode's last `live_hold_back_words` (see `LiveTranscript`).
-    live_agreement: int = 3
-    live_hold_back_words: int = 2
-    live_short_reading_words: int = 3  # a reading this short holds back 1 word (see `LiveTranscript`)
-    # Agreement weighted by Whisper's word probabilities (live decodes then time their words: the
-    # alignment pass gives each word's probability): a word `live_sure_agreement` successive decodes
-    # agree on goes out when each gave it at least `live_sure_probability`, and the `live_agreement`
-    # rule takes only words each decode gave at least `live_unsure_probability` (an unsure word waits
-    # for a surer reading or the final decode). None: plain agreement, the default: on dev-speech the
-    # weighted rule sent the first words ~0.15 s sooner but cost ~2 words in 411 (benchmarks/realtime.py).
-    live_sure_agreement: int | None = None
-    live_sure_probability: float = 0.6
-    live_unsure_probability: float | None = None
-    # Hold back the words ending within this many seconds of a live decode's audio end, rather than its
-    # last `live_hold_back_words` (None: by count). Needs timed words, as above.
-    live_hold_back_seconds: float | None = None
-    # A live decode that detected the language itself counts towards agreement only when this sure of it
-    # (others are skipped; the agreeing decodes must also share their language).
-    live_language_probability: float = 0.8
-    # Final decodes never encode Whisper's full 30 s window again when unsure of a trimmed one (the
-    # REST endpoint does): that re-decode costs ~2 s of CPU on whisper-base, past the turn's deadline.
-    final_trimmed_only: bool = False
-    # Silence after speech before the utterance is decoded speculatively (its final audio is known
-    # then, unless speech resumes); also the silence kept at the end of a committed item.
-    end_padding_ms: int = 200
-    # Condition each turn's decode on the session's previous transcripts (after the client's prompt).
-    turn_context: bool = True
-    # A VAD turn that follows the previous one after at most `turn_audio_gap_ms` (from the end of its
-    # audio to the start of this one's) is decoded with the audio of the run of turns so joined in
-    # front, up to this much of it (0: never); the text of that part is cut off (see `PreviousTurn`).
-    turn_audio_context_seconds: float = 10.0
-    turn_audio_gap_ms: int = 500
-    # Live decodes of such a turn also get that audio in front: their words then read as its final
-    # decode will (dev-speech: 1 word in 411 better, live decode CPU 0.43 -> 0.46 s per audio second).
-    live_audio_context: bool = True
-    vad_frames: Callable[[], SileroFrames] = SileroFrames
-    input_stream: Callable[[str, bool], InputAudioStream] = InputAudioStream
-    clock: Callable[[], float] = time.time
-    ids: IdSource = new_id
 
 
 class RealtimeSession:
@@ -198,7 +133,7 @@ class RealtimeSession:
         """One client frame: handled, or answered by an `error` event; the session stays open."""
         client_event_id = None
         try:
-            event = _parse_frame(frame)
+            event = parse_frame(frame)
             if isinstance(event.get("event_id"), str):
                 client_event_id = event["event_id"]
             type_ = event.get("type")
@@ -610,31 +545,3 @@ def _tail(text: str, chars: int) -> str:
         return text
     cut = text[-chars:]
     return cut.split(" ", 1)[1] if " " in cut else cut
-
-
-def _parse_frame(frame: str | bytes) -> dict[str, Any]:
-    try:
-        text = frame.decode("utf-8") if isinstance(frame, bytes) else frame
-    except UnicodeDecodeError as exc:
-        raise ClientEventError("The event is not UTF-8 text.", code="invalid_json") from exc
-    try:
-        event = json.loads(text)
-    except json.JSONDecodeError as exc:
-        event = _lenient(text, exc)
-    if not isinstance(event, dict):
-        raise ClientEventError("An event must be a JSON object.", code="invalid_event")
-    return event
-
-
-def _lenient(text: str, error: json.JSONDecodeError) -> Any:
-    if len(text) <= LENIENT_JSON_LIMIT:
-        import json5
-
-        try:
-            return json5.loads(text)
-        except ValueError:
-            pass
-    raise ClientEventError(
-        f"We could not parse the JSON body of your event: {error.msg} (line {error.lineno}, column {error.colno}).",
-        code="invalid_json",
-    )

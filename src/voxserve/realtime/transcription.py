@@ -16,7 +16,8 @@ from voxserve.realtime.config import (
 )
 from voxserve.realtime.errors import ClientEventError
 from voxserve.realtime.protocol import Dialect
-from voxserve.realtime.session import RealtimeSession, SessionEnv
+from voxserve.realtime.session import RealtimeSession
+from voxserve.realtime.session_env import SessionEnv
 
 
 class TranscriptionSession(RealtimeSession):

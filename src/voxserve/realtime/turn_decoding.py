@@ -23,7 +23,7 @@ from voxserve.realtime.config import InputTranscription
 from voxserve.transcript import Segment, Transcript
 
 if TYPE_CHECKING:
-    from voxserve.realtime.session import SessionEnv
+    from voxserve.realtime.session_env import SessionEnv
 
 RATE = 16000
 # A turn shorter than this is decoded in the language the session last heard (when the client named

@@ -20,9 +20,10 @@ from voxserve.realtime.errors import ClientEventError
 from voxserve.realtime.hub import RealtimeHub, SessionsFull
 from voxserve.realtime.protocol import Dialect, EventFactory, new_id
 from voxserve.realtime.response_runner import run_response
-from voxserve.realtime.session import DecodeJob, RealtimeSession
+from voxserve.realtime.session import RealtimeSession
 from voxserve.realtime.tokens import EphemeralKey, KeyTooLarge
 from voxserve.realtime.transcription import with_model
+from voxserve.realtime.turn_decoding import DecodeJob
 from voxserve.server.json_body import json_object
 from voxserve.server.middleware import INSECURE_KEY_PROTOCOL, deny_websocket
 from voxserve.server.state import get_state
