@@ -76,8 +76,8 @@ def with_voice_instructions(messages: list[dict[str, Any]], instructions: str) -
     questions, right typed / spoken): system 21/19 + 22/20; after the question 20/19 + 18/16; after it with
     an empty system message 20/19 + 17/14; in both places 20/18 + 21/19. Telling the model the question
     came through speech recognition fixed no misheard question and cost up to 10 typed answers. Typed, on
-    all three question sets (72): this instruction 58; eleven other instructions, no system message, and
-    worked examples as earlier turns 42-56."""
+    all three question sets (72): this instruction 58; six other instructions 51-55, none 51, and worked
+    examples as earlier turns 42-56."""
     if not instructions or any(m.get("role") in ("system", "developer") for m in messages):
         return messages
     return [{"role": "system", "content": instructions}, *messages]
