@@ -15,7 +15,7 @@ from voxserve.realtime.protocol import IdSource, new_id
 
 @dataclass
 class SessionEnv:
-    """What a session needs from the engines and settings, injected (fakes in unit tests)."""
+    """Its engines as callables and its settings: how a session decodes, detects turns and times out."""
 
     resolve_stt: Callable[[str], ModelSpec]
     default_stt_model: str
